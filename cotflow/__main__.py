@@ -1,0 +1,5 @@
+import sys
+
+from cotflow.cli import main
+
+sys.exit(main())

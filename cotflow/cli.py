@@ -1,0 +1,61 @@
+"""The `cotflow` command line.
+
+    cotflow run                        the pipeline as a Prefect flow (DVC decides what is stale)
+    cotflow stage NAME --iteration K   one stage in this process (what dvc.yaml runs)
+    cotflow show ARTIFACT              print a parquet or JSON artifact
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from cotflow.env import apply_defaults
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cotflow", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--root", type=Path, default=Path("."), help="workspace (holds dvc.yaml)")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="run the pipeline as a Prefect flow")
+    st = sub.add_parser("stage", help="run one stage in this process")
+    st.add_argument("name")
+    st.add_argument("--iteration", default=None)
+    sh = sub.add_parser("show", help="print an artifact")
+    sh.add_argument("artifact", type=Path)
+    sh.add_argument("--limit", type=int, default=20)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    root = args.root.resolve()
+    params = root / "params.yaml"  # the one DVC tracks: no other file may drive a run
+    apply_defaults(root)
+    try:
+        if args.command == "stage":
+            from tasks.common import run_stage
+
+            os.chdir(root)
+            run_stage(args.name, args.iteration, root, params)
+        elif args.command == "run":
+            from flows.pipeline import run_pipeline
+
+            run_pipeline(root, params)
+        elif args.command == "show":
+            from cotflow.show import show
+
+            print(show(args.artifact, limit=args.limit))
+    except (ValueError, OSError, RuntimeError) as err:
+        if os.environ.get("COTFLOW_DEBUG"):
+            raise
+        print(f"cotflow: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,224 @@
+"""The one typed config: params.yaml, validated on load.
+
+Every default that changes results lives in params.yaml, never here: each field below is
+required, so a key missing from params.yaml is an error rather than a silent default.
+Unknown keys, wrong types and impossible values are errors that name the key.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+PosInt = Annotated[int, Field(gt=0)]
+NonNegInt = Annotated[int, Field(ge=0)]
+PosFloat = Annotated[float, Field(gt=0)]
+NonNegFloat = Annotated[float, Field(ge=0)]
+Prob = Annotated[float, Field(gt=0, le=1)]
+
+ITERATION_KEY = re.compile(r"^\d{3}$")
+
+
+class ConfigError(ValueError):
+    """params.yaml is malformed; the message names the key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class ColumnsConfig(_Section):
+    question: str
+    answer: str
+    solution: str | None
+    id: str | None
+    difficulty: str | None
+
+
+class DataConfig(_Section):
+    source: str  # "builtin", a local .jsonl/.json/.parquet path, or a Hub dataset id
+    n_train: PosInt
+    n_test: PosInt
+    difficulties: list[Annotated[int, Field(ge=1, le=3)]] = Field(min_length=1)
+    columns: ColumnsConfig
+    answer_format: Literal["auto", "gsm8k", "boxed", "plain"]
+    train_split: str
+    test_split: str
+    prompt_template: str
+
+    @field_validator("prompt_template")
+    @classmethod
+    def _has_question(cls, v: str) -> str:
+        if "{question}" not in v:
+            raise ValueError("must contain '{question}'")
+        return v
+
+
+class ModelConfig(_Section):
+    name_or_path: str  # "tiny" builds the from-scratch model; else a Hub id or local path
+    hidden_size: PosInt
+    intermediate_size: PosInt
+    num_layers: PosInt
+    num_heads: PosInt
+    max_position_embeddings: PosInt
+
+
+class WarmstartConfig(_Section):
+    steps: NonNegInt
+    batch_size: PosInt
+    lr: PosFloat
+    warmup_steps: NonNegInt
+    weight_decay: NonNegFloat
+    max_grad_norm: PosFloat
+
+
+class AllocateConfig(_Section):
+    method: Literal["uniform"]
+    prompts_per_iteration: PosInt
+    n: PosInt
+
+
+class SampleConfig(_Section):
+    backend: Literal["hf", "vllm"]
+    temperature: PosFloat
+    top_p: Prob
+    max_new_tokens: PosInt
+    batch_size: PosInt
+
+
+class VerifyConfig(_Section):
+    timeout_s: PosFloat
+    workers: NonNegInt
+    memory_mb: Annotated[int, Field(ge=128)]
+
+
+class TrainConfig(_Section):
+    backend: Literal["torch", "deepspeed"]
+    lr: PosFloat
+    epochs: PosInt
+    micro_batch_size: PosInt
+    grad_accum_steps: PosInt
+    max_grad_norm: PosFloat
+    weight_decay: NonNegFloat
+    clip_eps: Annotated[float, Field(gt=0, lt=1)]
+    dedup: bool
+
+
+class EvaluateConfig(_Section):
+    max_new_tokens: PosInt
+    batch_size: PosInt
+    n_samples: PosInt
+    pass_k: list[PosInt] = Field(min_length=1)
+    temperature: PosFloat
+
+
+class TrackingConfig(_Section):
+    enabled: bool
+    uri: str | None  # None: sqlite store in the workspace (mlflow.db)
+    experiment: str
+
+
+class IterationConfig(_Section):
+    """One pipeline iteration: its algorithm, the folder it starts from, section overrides."""
+
+    algorithm: Literal["raft", "raft++"]
+    prev: str
+    overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+
+class PipelineConfig(_Section):
+    seed: NonNegInt
+    threads: PosInt
+    data: DataConfig
+    model: ModelConfig
+    warmstart: WarmstartConfig
+    allocate: AllocateConfig
+    sample: SampleConfig
+    verify: VerifyConfig
+    train: TrainConfig
+    evaluate: EvaluateConfig
+    tracking: TrackingConfig
+    iterations: dict[str, IterationConfig] = Field(min_length=1)
+
+    @field_validator("iterations")
+    @classmethod
+    def _chained(cls, its: dict[str, IterationConfig]) -> dict[str, IterationConfig]:
+        # dvc.yaml cannot compute "the previous folder", so params.yaml states it; check it.
+        for i, key in enumerate(its):
+            if not ITERATION_KEY.match(key) or int(key) != i + 1:
+                raise ValueError(f"key {key!r}: iterations must be '001', '002', ... in order")
+            want = "base" if i == 0 else f"iter-{i:03d}"
+            if its[key].prev != want:
+                raise ValueError(f"{key}.prev is {its[key].prev!r}, expected {want!r}")
+        return its
+
+    def iteration_keys(self) -> list[str]:
+        return list(self.iterations)
+
+    def for_iteration(self, key: str) -> PipelineConfig:
+        """This config with iteration `key`'s section overrides applied (validated again)."""
+        if key not in self.iterations:
+            have = list(self.iterations)
+            raise ConfigError(f"iteration {key!r} is not in params.yaml (have {have})")
+        overrides = self.iterations[key].overrides
+        if not overrides:
+            return self
+        raw = self.model_dump()
+        for section, values in overrides.items():
+            if section not in raw or not isinstance(raw[section], dict) or section == "iterations":
+                raise ConfigError(f"iterations.{key}.overrides.{section}: not a config section")
+            raw[section] = {**raw[section], **values}
+        return _validate(raw, f"iterations.{key}.overrides")
+
+
+def _format_error(err: ValidationError, where: str) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"])
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif e["type"] == "missing":
+            msg = "missing key"
+        lines.append(f"{where}: {key}: {msg}")
+    return "\n".join(lines)
+
+
+def _validate(raw: Any, where: str) -> PipelineConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: top level must be a mapping, got {type(raw).__name__}")
+    try:
+        return PipelineConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_error(err, where)) from None
+
+
+def load_params(path: str | Path = "params.yaml") -> PipelineConfig:
+    """Read and validate params.yaml; raise ConfigError naming the offending key."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such params file")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    return _validate(raw, str(path))
+
+
+def flatten(cfg: PipelineConfig) -> dict[str, str]:
+    """Dotted key -> value, for logging params once to MLflow."""
+    out: dict[str, str] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict) and value:
+            for k, v in value.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), v)
+        else:
+            out[prefix] = str(value)
+
+    walk("", cfg.model_dump())
+    return out

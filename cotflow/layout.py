@@ -1,0 +1,116 @@
+"""Artifact layout: the only place that builds artifact paths.
+
+    artifacts/base/      train.parquet test.parquet policy/ metrics.json
+    artifacts/iter-001/  allocation.parquet samples.parquet verdicts.parquet
+                         critiques.parquet judgements.parquet policy/ metrics.json
+                         stats/<stage>.json curve.json accuracy.png
+                         timing/<stage>.json (untracked)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+STAGES = ("allocate", "sample", "verify", "critique", "judge", "train", "evaluate")
+
+
+@dataclass(frozen=True)
+class IterationLayout:
+    """Paths of one iteration's folder; `prev` is the folder whose policy it starts from."""
+
+    dir: Path
+    prev_dir: Path
+    key: str
+
+    @property
+    def allocation(self) -> Path:
+        return self.dir / "allocation.parquet"
+
+    @property
+    def samples(self) -> Path:
+        return self.dir / "samples.parquet"
+
+    @property
+    def verdicts(self) -> Path:
+        return self.dir / "verdicts.parquet"
+
+    @property
+    def critiques(self) -> Path:
+        return self.dir / "critiques.parquet"
+
+    @property
+    def judgements(self) -> Path:
+        return self.dir / "judgements.parquet"
+
+    @property
+    def policy(self) -> Path:
+        return self.dir / "policy"
+
+    @property
+    def prev_policy(self) -> Path:
+        return self.prev_dir / "policy"
+
+    @property
+    def metrics(self) -> Path:
+        return self.dir / "metrics.json"
+
+    @property
+    def curve(self) -> Path:
+        return self.dir / "curve.json"
+
+    @property
+    def plot(self) -> Path:
+        return self.dir / "accuracy.png"
+
+    def stats(self, stage: str) -> Path:
+        return stats_file(self.dir, stage)
+
+    def timing(self, stage: str) -> Path:
+        return timing_file(self.dir, stage)
+
+
+def stats_file(folder: Path, stage: str) -> Path:
+    """Deterministic stage statistics: a DVC metric."""
+    return folder / "stats" / f"{stage}.json"
+
+
+def timing_file(folder: Path, stage: str) -> Path:
+    """Seconds, tokens/s, memory: machine-dependent, so DVC does not track it."""
+    return folder / "timing" / f"{stage}.json"
+
+
+@dataclass(frozen=True)
+class Layout:
+    root: Path
+
+    @property
+    def artifacts(self) -> Path:
+        return self.root / "artifacts"
+
+    @property
+    def base(self) -> Path:
+        return self.artifacts / "base"
+
+    @property
+    def train_set(self) -> Path:
+        return self.base / "train.parquet"
+
+    @property
+    def test_set(self) -> Path:
+        return self.base / "test.parquet"
+
+    @property
+    def base_policy(self) -> Path:
+        return self.base / "policy"
+
+    @property
+    def base_metrics(self) -> Path:
+        return self.base / "metrics.json"
+
+    def folder(self, name: str) -> Path:
+        """'base' or 'iter-NNN' -> its path."""
+        return self.artifacts / name
+
+    def iteration(self, key: str, prev: str) -> IterationLayout:
+        return IterationLayout(dir=self.folder(f"iter-{key}"), prev_dir=self.folder(prev), key=key)

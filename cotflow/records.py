@@ -1,0 +1,137 @@
+"""Columnar records on disk: parquet tables and small JSON files, written atomically.
+
+A write goes to a temporary name in the same folder and is renamed into place, so a
+reader (or DVC) never sees a half-written file, and a killed stage leaves nothing behind
+but a temporary name that the next write replaces.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+# Column name -> arrow type, per artifact kind. A table is checked against its schema on
+# write and on read, so a malformed record is named where it is met.
+SCHEMAS: dict[str, dict[str, pa.DataType]] = {
+    "problems": {
+        "id": pa.string(), "question": pa.string(), "solution": pa.string(),
+        "answer": pa.string(), "difficulty": pa.int64(),
+    },
+    "allocation": {"prompt_id": pa.string(), "n": pa.int64()},
+    "samples": {
+        "prompt_id": pa.string(), "sample_idx": pa.int64(), "prompt": pa.string(),
+        "completion": pa.string(), "num_tokens": pa.int64(), "finished": pa.bool_(),
+    },
+    "verdicts": {
+        "prompt_id": pa.string(), "sample_idx": pa.int64(), "verdict": pa.string(),
+        "reward": pa.float64(), "extracted": pa.string(),
+    },
+    "critiques": {
+        "prompt_id": pa.string(), "sample_idx": pa.int64(), "critique": pa.string(),
+        "refinement": pa.string(),
+    },
+    "judgements": {
+        "prompt_id": pa.string(), "chosen_idx": pa.int64(), "rejected_idx": pa.int64(),
+        "score": pa.float64(),
+    },
+}
+
+
+class RecordError(ValueError):
+    """A record file is missing, unreadable or does not match its schema."""
+
+
+def _schema(kind: str) -> pa.Schema:
+    return pa.schema([pa.field(name, typ) for name, typ in SCHEMAS[kind].items()])
+
+
+@contextmanager
+def atomic_path(path: Path, *, is_dir: bool = False) -> Iterator[Path]:
+    """Yield a temporary sibling of `path`; on success rename it onto `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent)) if is_dir else Path(
+        tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)[1]
+    )
+    try:
+        # mkstemp/mkdtemp create private (0600/0700) entries; give the usual umask modes.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, (0o777 if is_dir else 0o666) & ~umask)
+        yield tmp
+        if is_dir:
+            if path.exists():
+                shutil.rmtree(path)
+            os.replace(tmp, path)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True) if is_dir else tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_table(path: Path, kind: str, rows: Sequence[dict[str, Any]] | dict[str, list]) -> Path:
+    """Write rows (a list of dicts, or columns as a dict of lists) as a parquet table."""
+    schema = _schema(kind)
+    try:
+        if isinstance(rows, dict):
+            table = pa.table({name: rows[name] for name in schema.names}, schema=schema)
+        else:
+            table = pa.Table.from_pylist(list(rows), schema=schema)
+    except (KeyError, pa.ArrowException, TypeError) as err:
+        raise RecordError(f"{path}: rows do not match the {kind!r} schema: {err}") from None
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+    return path
+
+
+def read_table(path: Path, kind: str) -> dict[str, list]:
+    """Read a parquet table as columns; error names the file and the bad column."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecordError(f"{path}: missing (did the stage that writes it run?)")
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as err:
+        raise RecordError(f"{path}: not a readable parquet file: {err}") from None
+    for name, typ in SCHEMAS[kind].items():
+        if name not in table.column_names:
+            raise RecordError(f"{path}: missing column {name!r} (have {table.column_names})")
+        if not table.schema.field(name).type.equals(typ):
+            raise RecordError(f"{path}: column {name!r} is {table.schema.field(name).type}, "
+                              f"expected {typ}")
+        nulls = table.column(name).null_count
+        if nulls and name not in ("extracted",):
+            row = table.column(name).to_pylist().index(None)
+            raise RecordError(f"{path}: row {row}: field {name!r} is null")
+    return {name: table.column(name).to_pylist() for name in SCHEMAS[kind]}
+
+
+def rows_of(columns: dict[str, list]) -> list[dict[str, Any]]:
+    names = list(columns)
+    return [dict(zip(names, vals, strict=True)) for vals in zip(*columns.values(), strict=True)]
+
+
+def write_json(path: Path, obj: Any) -> Path:
+    with atomic_path(Path(path)) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def read_json(path: Path) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise RecordError(f"{path}: missing (did the stage that writes it run?)")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise RecordError(f"{path}: not valid JSON: {err}") from None

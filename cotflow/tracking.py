@@ -1,0 +1,168 @@
+"""MLflow: one parent run per pipeline run, one child run per iteration.
+
+The parent is the run that `cotflow run` opened (COTFLOW_PARENT_RUN_ID, passed down to the
+DVC stages it starts). Under a plain `dvc repro` there is no such run, so the parent is the
+one of this workspace and params.yaml content (tag cotflow.pipeline_key), made on first use:
+a changed parameter starts a new parent, a resumed run continues the old one.
+Params are logged once, flattened; metrics carry step = iteration (0 = warm start).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from cotflow.config import PipelineConfig, flatten
+from cotflow.layout import STAGES, IterationLayout, Layout, stats_file, timing_file
+from cotflow.records import read_json
+
+PARENT_ENV = "COTFLOW_PARENT_RUN_ID"
+
+
+def tracking_uri(cfg: PipelineConfig, root: Path) -> str:
+    return cfg.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI") or (
+        f"sqlite:///{Path(root).resolve() / 'mlflow.db'}")
+
+
+def _client(cfg: PipelineConfig, root: Path):
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    uri = tracking_uri(cfg, root)
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(cfg.tracking.experiment)
+    if exp is None:
+        # Artifacts beside the store, not in whatever directory happened to be current.
+        location = None
+        if uri.startswith("sqlite:///"):
+            location = (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").as_uri()
+        exp_id = client.create_experiment(cfg.tracking.experiment, artifact_location=location)
+    else:
+        exp_id = exp.experiment_id
+    return client, exp_id
+
+
+def git_commit(root: Path) -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                             text=True, timeout=10)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def pipeline_key(root: Path) -> str:
+    params = (Path(root) / "params.yaml").read_bytes()
+    return hashlib.sha256(str(Path(root).resolve()).encode() + b"\0" + params).hexdigest()[:16]
+
+
+def start_parent(cfg: PipelineConfig, root: Path, *, run_name: str | None = None) -> str:
+    """Create a parent run with the flattened params and provenance tags; return its id."""
+    client, exp_id = _client(cfg, root)
+    tags = {"cotflow.pipeline_key": pipeline_key(root), "cotflow.kind": "pipeline",
+            "mlflow.source.git.commit": git_commit(root), "cotflow.workspace": str(root)}
+    run = client.create_run(exp_id, run_name=run_name or "pipeline", tags=tags)
+    from mlflow.entities import Param
+
+    items = sorted(flatten(cfg).items())
+    for i in range(0, len(items), 100):  # log_batch takes at most 100 params
+        client.log_batch(run.info.run_id,
+                         params=[Param(k, v[:6000]) for k, v in items[i:i + 100]])
+    return run.info.run_id
+
+
+def resolve_parent(cfg: PipelineConfig, root: Path) -> str:
+    if os.environ.get(PARENT_ENV):
+        return os.environ[PARENT_ENV]
+    client, exp_id = _client(cfg, root)
+    found = client.search_runs(
+        [exp_id], filter_string=f"tags.`cotflow.pipeline_key` = '{pipeline_key(root)}'",
+        order_by=["attributes.start_time DESC"], max_results=1)
+    return found[0].info.run_id if found else start_parent(cfg, root)
+
+
+def dvc_stage_hashes(root: Path, key: str) -> dict[str, str]:
+    """Short hashes of this iteration's stage entries in dvc.lock (what DVC recorded)."""
+    import yaml
+
+    lock_path = Path(root) / "dvc.lock"
+    if not lock_path.is_file():
+        return {}
+    stages = (yaml.safe_load(lock_path.read_text()) or {}).get("stages", {})
+    out = {}
+    for name, entry in stages.items():
+        if name == "prepare" or name.endswith(f"@{key}"):
+            blob = json.dumps(entry, sort_keys=True).encode()
+            out[f"dvc.{name}"] = hashlib.md5(blob).hexdigest()
+    return out
+
+
+def _numeric(prefix: str, values: dict[str, Any]) -> dict[str, float]:
+    return {f"{prefix}/{k}".replace("@", "_at_"): float(v) for k, v in values.items()
+            if isinstance(v, int | float) and not isinstance(v, bool)}
+
+
+def collect_iteration(it: IterationLayout) -> dict[str, float]:
+    """Every numeric statistic the iteration's stages wrote, as `stage/name` metrics."""
+    metrics: dict[str, float] = {}
+    for stage in STAGES:
+        for path in (stats_file(it.dir, stage), timing_file(it.dir, stage)):
+            if path.is_file():
+                values = read_json(path)
+                metrics.update(_numeric(stage, {k.split("/")[-1]: v for k, v in values.items()}))
+    metrics.update(_numeric("evaluate", read_json(it.metrics)))
+    return metrics
+
+
+def log_warm_start(cfg: PipelineConfig, layout: Layout) -> None:
+    client, _ = _client(cfg, layout.root)
+    parent = resolve_parent(cfg, layout.root)
+    values = _numeric("evaluate", read_json(layout.base_metrics))
+    client.log_batch(parent, metrics=_metric_list(values, step=0))
+    client.log_artifact(parent, str(layout.base_metrics))
+    _close_if_own(client, parent)
+
+
+def _close_if_own(client, parent: str) -> None:
+    # A parent made for a plain `dvc repro` has no flow to close it; `cotflow run` closes its own.
+    if not os.environ.get(PARENT_ENV):
+        client.set_terminated(parent)
+
+
+def _metric_list(values: dict[str, float], step: int):
+    import time
+
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    return [Metric(k, v, now, step) for k, v in sorted(values.items())]
+
+
+def log_iteration(cfg: PipelineConfig, layout: Layout, it: IterationLayout) -> str:
+    """Log iteration `it` as a child run of the pipeline's parent; return the child's id."""
+    client, exp_id = _client(cfg, layout.root)
+    parent = resolve_parent(cfg, layout.root)
+    step = int(it.key)
+    tags = {"mlflow.parentRunId": parent, "cotflow.iteration": it.key,
+            "cotflow.algorithm": cfg.iterations[it.key].algorithm,
+            "mlflow.source.git.commit": git_commit(layout.root),
+            **dvc_stage_hashes(layout.root, it.key)}
+    child = client.create_run(exp_id, run_name=f"iter-{it.key}", tags=tags)
+    run_id = child.info.run_id
+    metrics = collect_iteration(it)
+    for i in range(0, len(metrics), 500):
+        chunk = dict(list(metrics.items())[i:i + 500])
+        client.log_batch(run_id, metrics=_metric_list(chunk, step))
+    client.log_artifact(run_id, str(it.metrics))
+    client.log_artifact(run_id, str(it.plot))
+    evaluate_only = {k: v for k, v in metrics.items() if k.startswith(("evaluate/", "verify/"))}
+    client.log_batch(parent, metrics=_metric_list(evaluate_only, step))
+    client.log_artifact(parent, str(it.plot))
+    client.set_terminated(run_id)
+    _close_if_own(client, parent)
+    return run_id

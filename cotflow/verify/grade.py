@@ -1,0 +1,174 @@
+"""Grade one predicted answer against a gold answer.
+
+Two tiers: a bounded exact path (plain numbers compared as Fractions, guards, identical
+strings) that is safe to run anywhere, and a math-verify path (sympy) that can be slow on
+adversarial input and therefore belongs in a killable worker (see ``pool.py``).
+
+Model text never reaches ``eval``/``exec``/``sympify``/``parse_expr``: we use math-verify's
+LaTeX extractor only (its ``ExprExtractionConfig`` path calls ``parse_expr``), and the
+LaTeX path converts text to sympy through the ANTLR grammar, whose only string-to-number
+step sees lexer NUMBER tokens (digits and separators).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from fractions import Fraction
+from functools import lru_cache
+from typing import Any
+
+from cotflow.verify.extract import extract_boxed
+
+__all__ = [
+    "CORRECT",
+    "INCORRECT",
+    "UNPARSEABLE",
+    "TIMEOUT",
+    "Grade",
+    "grade_answer",
+    "grade_extracted",
+    "triage",
+    "warm_up",
+]
+
+CORRECT = "correct"
+INCORRECT = "incorrect"
+UNPARSEABLE = "unparseable"
+TIMEOUT = "timeout"
+
+MAX_PRED_CHARS = 1000  # longer "answers" are derivations, not answers; sympy time grows fast
+MAX_NESTING = 50  # deep nesting blows ANTLR/sympy recursion and is never a real answer
+_EXTRACTED_CHARS = 200  # what we keep for logging
+_MAX_NUMBER_CHARS = 64  # bounds the fast path so the parent can run it inline
+
+_DECIMAL = re.compile(r"[+-]?(?:(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)")
+_FRACTION = re.compile(r"([+-]?\d+)/(\d+)")
+_WS = re.compile(r"\s+")
+_OPENERS = frozenset("({[")
+_CLOSERS = frozenset(")}]")
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Grade:
+    verdict: str
+    extracted: str | None
+
+
+def _as_number(text: str) -> Fraction | None:
+    """Exact value of a plain number (int, decimal, a/b, thousands commas), else None."""
+    s = text.strip()
+    if len(s) > _MAX_NUMBER_CHARS:
+        return None
+    if _DECIMAL.fullmatch(s):
+        return Fraction(s.replace(",", ""))
+    m = _FRACTION.fullmatch(s)
+    if m and int(m.group(2)) != 0:
+        return Fraction(int(m.group(1)), int(m.group(2)))
+    return None
+
+
+def _nesting_depth(text: str) -> int:
+    depth = deepest = 0
+    for ch in text:
+        if ch in _OPENERS:
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in _CLOSERS and depth:
+            depth -= 1
+    return deepest
+
+
+def _fast_grade(gold: str, pred: str) -> Grade | None:
+    """Bounded-time verdict, or None when math-verify is needed."""
+    shown = pred[:_EXTRACTED_CHARS]
+    if not pred.strip():
+        return Grade(UNPARSEABLE, shown)
+    g, p = _as_number(gold), _as_number(pred)
+    if g is not None and p is not None:
+        return Grade(CORRECT if g == p else INCORRECT, shown)
+    if len(pred) > MAX_PRED_CHARS or _nesting_depth(pred) > MAX_NESTING:
+        return Grade(UNPARSEABLE, shown)
+    # Identical text is correct whatever it means; also covers answers sympy cannot parse.
+    if _WS.sub(" ", gold.strip()) == _WS.sub(" ", pred.strip()):
+        return Grade(CORRECT, shown)
+    return None
+
+
+def triage(gold: str, completion: str) -> Grade | str:
+    """Cheap part of grading: a final Grade, or the extracted answer still to be verified.
+
+    Runs in linear time in ``len(completion)``, so the pool parent can call it inline.
+    """
+    pred = extract_boxed(completion)
+    if pred is None:
+        return Grade(UNPARSEABLE, None)
+    fast = _fast_grade(gold, pred)
+    return pred if fast is None else fast
+
+
+def _math_verify() -> Any:
+    # Imported lazily: the pool parent only triages and should not pay for sympy.
+    import math_verify
+
+    return math_verify
+
+
+def _parse(latex_answer: str) -> list[Any]:
+    mv = _math_verify()
+    return mv.parse(
+        "\\boxed{" + latex_answer + "}",  # re-box so the LaTeX extractor anchors on it
+        extraction_config=[mv.LatexExtractionConfig(boxed_match_priority=0)],
+        fallback_mode="no_fallback",  # otherwise an unparsed string comes back as "parsed"
+        parsing_timeout=None,  # signal.alarm: main-thread only; the pool enforces time
+    )
+
+
+@lru_cache(maxsize=4096)
+def _parse_gold(gold: str) -> tuple[Any, ...]:
+    # Cached: RL groups grade many samples against the same gold answer.
+    try:
+        return tuple(_parse(gold))
+    except Exception:
+        return ()
+
+
+def grade_extracted(gold: str, pred: str) -> Grade:
+    """Grade an already extracted answer (no time limit; see ``VerifierPool``)."""
+    fast = _fast_grade(gold, pred)
+    if fast is not None:
+        return fast
+    shown = pred[:_EXTRACTED_CHARS]
+    try:
+        parsed = _parse(pred)
+    except Exception:  # includes MemoryError and RecursionError from the parser
+        return Grade(UNPARSEABLE, shown)
+    if not parsed:
+        return Grade(UNPARSEABLE, shown)
+    gold_parsed = _parse_gold(gold)
+    if not gold_parsed:
+        log.debug("gold answer %r is not parseable by math-verify", gold[:80])
+        return Grade(INCORRECT, shown)
+    try:
+        ok = _math_verify().verify(list(gold_parsed), parsed, timeout_seconds=None)
+    except Exception:
+        ok = False
+    return Grade(CORRECT if ok else INCORRECT, shown)
+
+
+def grade_answer(gold: str, completion: str) -> Grade:
+    """Grade the last ``\\boxed{}`` answer of ``completion`` against ``gold``.
+
+    Thread-safe and signal-free, but has no time limit of its own: use ``VerifierPool``
+    for untrusted completions.
+    """
+    first = triage(gold, completion)
+    return first if isinstance(first, Grade) else grade_extracted(gold, first)
+
+
+def warm_up() -> None:
+    """Import math-verify and load the ANTLR parser so the first real item is not slow."""
+    _parse("1")

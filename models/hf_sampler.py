@@ -1,0 +1,63 @@
+"""In-process sampling with transformers' `generate` (KV cache, batched, seeded)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from models.policy import load_policy
+from models.sampler import Completion
+
+log = logging.getLogger(__name__)
+
+
+class HFSampler:
+    def __init__(self, policy: Path, *, batch_size: int, threads: int) -> None:
+        torch.set_num_threads(threads)
+        self.model, self.tokenizer = load_policy(policy)
+        self.batch_size = batch_size
+        self._tokens = 0
+        self._seconds = 0.0
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self._tokens / self._seconds if self._seconds else 0.0
+
+    @torch.inference_mode()
+    def generate(
+        self, prompts: Sequence[str], *, max_new_tokens: int, temperature: float,
+        top_p: float, seed: int, greedy: bool = False,
+    ) -> list[Completion]:
+        from tqdm import tqdm
+
+        tok = self.tokenizer
+        torch.manual_seed(seed)
+        out: list[Completion] = []
+        starts = range(0, len(prompts), self.batch_size)
+        for start in tqdm(starts, desc="generate", unit="batch", mininterval=5, leave=False):
+            batch = list(prompts[start : start + self.batch_size])
+            enc = tok(batch, return_tensors="pt", padding=True)
+            t0 = time.perf_counter()
+            kwargs = {"do_sample": False} if greedy else {
+                "do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0}
+            gen = self.model.generate(
+                **enc, max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id,
+                eos_token_id=tok.eos_token_id, **kwargs,
+            )[:, enc["input_ids"].shape[1]:]
+            self._seconds += time.perf_counter() - t0
+            for row in gen.tolist():
+                out.append(self._completion(row))
+            self._tokens += sum(c.num_tokens for c in out[-len(batch):])
+        log.info("generated %d completions at %.0f tokens/s", len(out), self.tokens_per_s)
+        return out
+
+    def _completion(self, ids: list[int]) -> Completion:
+        eos = self.tokenizer.eos_token_id
+        finished = eos in ids
+        n = ids.index(eos) + 1 if finished else len(ids)
+        text = self.tokenizer.decode(ids[:n], skip_special_tokens=True)
+        return Completion(text=text, num_tokens=n, finished=finished)

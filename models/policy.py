@@ -1,0 +1,72 @@
+"""Load and save policies: the tiny from-scratch model, a Hub id or a local checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from cotflow.config import ModelConfig
+
+
+class PolicyError(ValueError):
+    """A model path or id cannot be loaded; the message says what to fix."""
+
+
+def build_tiny_policy(cfg: ModelConfig, seed: int) -> tuple[Any, Any]:
+    """A small Llama-shaped causal LM and the character tokenizer, randomly initialised."""
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    from models.tokenizer import build_char_tokenizer
+
+    tokenizer = build_char_tokenizer()
+    # LlamaConfig, not Qwen2Config: AutoTokenizer on a qwen2 folder swaps in Qwen's BPE.
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_heads,
+        max_position_embeddings=cfg.max_position_embeddings,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config)
+    return model, tokenizer
+
+
+def load_policy(name_or_path: str | Path, *, for_training: bool = False) -> tuple[Any, Any]:
+    """Load (model, tokenizer) with the Auto classes from a folder or a Hub id."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    src = str(name_or_path)
+    looks_local = src.startswith((".", "/")) or Path(src).exists() or src.count("/") > 1
+    if looks_local and not (Path(src) / "config.json").is_file():
+        raise PolicyError(f"model path {src!r} has no config.json: run the stage that writes it "
+                          "(dvc repro) or fix model.name_or_path in params.yaml")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(src)
+        model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)
+    except OSError as err:
+        raise PolicyError(f"cannot load model {src!r}: {str(err).splitlines()[0]} "
+                          "(offline: download it first and give a local path)") from None
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    model.train(for_training)
+    return model, tokenizer
+
+
+def save_policy(model: Any, tokenizer: Any, path: Path) -> Path:
+    """save_pretrained into `path` atomically (a temporary folder renamed into place)."""
+    from cotflow.records import atomic_path
+
+    with atomic_path(path, is_dir=True) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    return path

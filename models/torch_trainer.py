@@ -1,0 +1,203 @@
+"""Policy updates in plain torch: the SFT warm start, RAFT and RAFT++.
+
+Micro-batches with gradient accumulation, AdamW, gradient clipping. A fresh optimizer
+each iteration (the RAFT recipe); the policy is saved by the caller with save_pretrained.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from cotflow.algorithms.losses import clipped_surrogate, raft_loss, token_logprobs
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Example:
+    prompt: str
+    completion: str
+    advantage: float = 1.0
+
+
+@dataclass
+class Batch:
+    input_ids: torch.Tensor  # (B, L)
+    attention_mask: torch.Tensor  # (B, L)
+    response_mask: torch.Tensor  # (B, L-1): 1 where the next token is a response token
+    advantages: torch.Tensor  # (B,)
+    index: list[int]  # positions of these examples in the caller's list
+
+
+def encode(tokenizer, ex: Example, max_len: int) -> tuple[list[int], int]:
+    """Token ids of prompt + completion + <eos>, and the prompt's length (with <bos>)."""
+    prompt_ids = tokenizer(ex.prompt)["input_ids"]
+    completion_ids = tokenizer(ex.completion, add_special_tokens=False)["input_ids"]
+    ids = (prompt_ids + completion_ids + [tokenizer.eos_token_id])[:max_len]
+    return ids, len(prompt_ids)
+
+
+def collate(encoded: Sequence[tuple[list[int], int]], advantages: Sequence[float],
+            index: list[int], pad_id: int) -> Batch:
+    """Right-pad a list of encoded examples into tensors."""
+    width = max(len(ids) for ids, _ in encoded)
+    input_ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(encoded), width), dtype=torch.long)
+    response = torch.zeros((len(encoded), width - 1))
+    for row, (ids, prompt_len) in enumerate(encoded):
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        attention[row, : len(ids)] = 1
+        response[row, prompt_len - 1 : len(ids) - 1] = 1.0
+    return Batch(input_ids, attention, response, torch.tensor(advantages, dtype=torch.float32),
+                 index)
+
+
+def batch_logprobs(model, batch: Batch) -> torch.Tensor:
+    """log π(token) of each next token: (B, L-1)."""
+    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+    return token_logprobs(logits[:, :-1], batch.input_ids[:, 1:])
+
+
+def make_optimizer(model, *, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98),
+                             weight_decay=weight_decay)
+
+
+def optimize(
+    model, optimizer: torch.optim.Optimizer, micro_batches: Iterator[Batch],
+    loss_fn: Callable[[Batch], tuple[torch.Tensor, dict[str, float]]], *,
+    grad_accum_steps: int, max_grad_norm: float,
+    lr_at: Callable[[int], float] | None = None,
+) -> dict[str, float]:
+    """Run optimizer steps over micro-batches; return mean loss and other statistics."""
+    model.train()
+    sums: dict[str, float] = {}
+    steps = micro = tokens = 0
+    t0 = time.perf_counter()
+    optimizer.zero_grad(set_to_none=True)
+    pending = 0
+    for batch in micro_batches:
+        loss, extra = loss_fn(batch)
+        (loss / grad_accum_steps).backward()
+        for key, val in {"loss": loss.item(), **extra}.items():
+            sums[key] = sums.get(key, 0.0) + val
+        micro += 1
+        pending += 1
+        tokens += int(batch.attention_mask.sum())
+        if pending == grad_accum_steps:
+            sums["grad_norm"] = sums.get("grad_norm", 0.0) + _step(
+                model, optimizer, max_grad_norm, lr_at(steps) if lr_at else None)
+            steps += 1
+            pending = 0
+    if pending:
+        sums["grad_norm"] = sums.get("grad_norm", 0.0) + _step(
+            model, optimizer, max_grad_norm, lr_at(steps) if lr_at else None)
+        steps += 1
+    seconds = time.perf_counter() - t0
+    stats = {k: v / max(micro, 1) for k, v in sums.items() if k != "grad_norm"}
+    stats.update(grad_norm=sums.get("grad_norm", 0.0) / max(steps, 1), optimizer_steps=steps,
+                 micro_batches=micro, tokens_per_s=tokens / seconds if seconds else 0.0,
+                 seconds=seconds)
+    return stats
+
+
+def _step(model, optimizer, max_grad_norm: float, lr: float | None) -> float:
+    if lr is not None:
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return float(norm)
+
+
+def warmup_cosine(lr: float, warmup: int, total: int) -> Callable[[int], float]:
+    def at(step: int) -> float:
+        if step < warmup:
+            return lr * (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+    return at
+
+
+def sft_steps(model, tokenizer, examples: Sequence[Example], *, steps: int, batch_size: int,
+              lr: float, warmup_steps: int, weight_decay: float, max_grad_norm: float,
+              seed: int, max_len: int) -> dict[str, float]:
+    """Warm start: `steps` optimizer steps on random batches of worked solutions."""
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    encoded = [encode(tokenizer, ex, max_len) for ex in examples]
+
+    def batches() -> Iterator[Batch]:
+        for _ in range(steps):
+            idx = rng.sample(range(len(encoded)), min(batch_size, len(encoded)))
+            yield collate([encoded[i] for i in idx], [1.0] * len(idx), idx,
+                          tokenizer.pad_token_id)
+
+    optimizer = make_optimizer(model, lr=lr, weight_decay=weight_decay)
+    return optimize(model, optimizer, batches(), lambda b: _raft(model, b), grad_accum_steps=1,
+                    max_grad_norm=max_grad_norm, lr_at=warmup_cosine(lr, warmup_steps, steps))
+
+
+def _raft(model, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+    return raft_loss(batch_logprobs(model, batch), batch.advantages, batch.response_mask), {}
+
+
+def rl_epochs(model, tokenizer, examples: Sequence[Example], *, algorithm: str, epochs: int,
+              micro_batch_size: int, grad_accum_steps: int, lr: float, weight_decay: float,
+              max_grad_norm: float, clip_eps: float, seed: int, max_len: int) -> dict[str, float]:
+    """RAFT (SFT on accepted) or RAFT++ (clipped surrogate against the stage-start policy)."""
+    if algorithm not in ("raft", "raft++"):
+        raise ValueError(f"algorithm {algorithm!r}: the torch trainer knows raft and raft++")
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    encoded = [encode(tokenizer, ex, max_len) for ex in examples]
+    advantages = [ex.advantage for ex in examples]
+    old: dict[int, torch.Tensor] = {}
+    if algorithm == "raft++":
+        old = _old_logprobs(model, encoded, advantages, micro_batch_size, tokenizer.pad_token_id)
+
+    def batches() -> Iterator[Batch]:
+        for _ in range(epochs):
+            order = list(range(len(encoded)))
+            rng.shuffle(order)
+            for s in range(0, len(order), micro_batch_size):
+                idx = order[s : s + micro_batch_size]
+                yield collate([encoded[i] for i in idx], [advantages[i] for i in idx], idx,
+                              tokenizer.pad_token_id)
+
+    def plusplus(batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        logprobs = batch_logprobs(model, batch)
+        width = logprobs.shape[1]
+        old_lp = torch.stack([torch.nn.functional.pad(old[i], (0, width - len(old[i])))
+                              for i in batch.index])
+        loss, clip = clipped_surrogate(logprobs, old_lp, batch.advantages, batch.response_mask,
+                                       eps_low=clip_eps, eps_high=clip_eps)
+        return loss, {"clip_fraction": float(clip)}
+
+    optimizer = make_optimizer(model, lr=lr, weight_decay=weight_decay)
+    fn = plusplus if algorithm == "raft++" else (lambda b: _raft(model, b))
+    return optimize(model, optimizer, batches(), fn, grad_accum_steps=grad_accum_steps,
+                    max_grad_norm=max_grad_norm)
+
+
+@torch.no_grad()
+def _old_logprobs(model, encoded, advantages, micro_batch_size: int,
+                  pad_id: int) -> dict[int, torch.Tensor]:
+    """log-probs of the policy as it was when the stage started, per example."""
+    model.eval()
+    out: dict[int, torch.Tensor] = {}
+    for s in range(0, len(encoded), micro_batch_size):
+        idx = list(range(s, min(s + micro_batch_size, len(encoded))))
+        batch = collate([encoded[i] for i in idx], [advantages[i] for i in idx], idx, pad_id)
+        logprobs = batch_logprobs(model, batch)
+        for row, i in enumerate(idx):
+            out[i] = logprobs[row, : len(encoded[i][0]) - 1].clone()
+    return out

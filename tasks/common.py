@@ -1,0 +1,75 @@
+"""What every stage shares: config for its iteration, the layout, timing and its stats file.
+
+A stage is a plain function `run(cfg, layout, it) -> (stats, timing)`; `run_stage` is what
+`python -m cotflow stage NAME --iteration K` (dvc.yaml's cmd) calls. `stats` depend only on
+inputs and seeds (a DVC metric, so reruns hash the same); `timing` holds what the machine
+decides (seconds, tokens/s, memory) and goes to a file DVC does not track.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import resource
+import time
+from pathlib import Path
+from typing import Any
+
+from cotflow.config import PipelineConfig, load_params
+from cotflow.layout import STAGES, IterationLayout, Layout, stats_file, timing_file
+from cotflow.records import write_json
+
+log = logging.getLogger("cotflow")
+ALL_STAGES = ("prepare", *STAGES)
+
+
+def normalize_key(iteration: str | int) -> str:
+    """'3', 3 and '003' all name iteration '003'."""
+    try:
+        return f"{int(iteration):03d}"
+    except ValueError:
+        raise ValueError(f"--iteration {iteration!r}: expected a number like 3 or 003") from None
+
+
+def iteration_layout(cfg: PipelineConfig, root: Path, key: str) -> IterationLayout:
+    return Layout(root).iteration(key, cfg.iterations[key].prev)
+
+
+def problems_by_id(path: Path) -> dict[str, dict[str, Any]]:
+    from cotflow.records import read_table, rows_of
+
+    return {row["id"]: row for row in rows_of(read_table(path, "problems"))}
+
+
+def format_prompt(cfg: PipelineConfig, question: str) -> str:
+    return cfg.data.prompt_template.format(question=question)
+
+
+def run_stage(name: str, iteration: str | None, root: Path, params: Path) -> dict[str, Any]:
+    """Load params, run one stage, write its stats JSON last, return the stats."""
+    if name not in ALL_STAGES:
+        raise ValueError(f"unknown stage {name!r} (have {', '.join(ALL_STAGES)})")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    cfg = load_params(params)
+    module = importlib.import_module(f"tasks.{name}")
+    t0 = time.perf_counter()
+    if name == "prepare":
+        if iteration is not None:
+            raise ValueError("prepare takes no --iteration")
+        stats, timing = module.run(cfg, Layout(root))
+        folder = Layout(root).base
+    else:
+        if iteration is None:
+            raise ValueError(f"stage {name} needs --iteration")
+        key = normalize_key(iteration)
+        it_cfg = cfg.for_iteration(key)
+        it = iteration_layout(cfg, root, key)
+        stats, timing = module.run(it_cfg, Layout(root), it)
+        folder = it.dir
+    timing = {**timing, "seconds": round(time.perf_counter() - t0, 3),
+              "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    write_json(timing_file(folder, name), timing)
+    write_json(stats_file(folder, name), stats)  # last: the stage's "done" mark
+    log.info("%s done: %s %s", name, json.dumps(stats, sort_keys=True), json.dumps(timing))
+    return {**stats, **timing}

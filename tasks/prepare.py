@@ -1,0 +1,88 @@
+"""prepare: data splits, the starting policy (tiny: built and warm-started here), its metrics.
+
+Outputs: artifacts/base/{train,test}.parquet, policy/, metrics.json.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from cotflow.config import PipelineConfig
+from cotflow.layout import Layout
+from cotflow.records import write_json, write_table
+
+log = logging.getLogger(__name__)
+
+
+def load_splits(cfg: PipelineConfig) -> tuple[list[dict], list[dict]]:
+    """Train and held-out problems from the built-in task or a `datasets` source."""
+    from cotflow.data.sources import ColumnMap, load_rows, validate_rows
+
+    d = cfg.data
+    # Character tokenizer: a question longer than this cannot fit beside its answer.
+    limit = None
+    if cfg.model.name_or_path == "tiny":
+        limit = cfg.model.max_position_embeddings - cfg.sample.max_new_tokens - len(
+            d.prompt_template.format(question="")) - 1
+    if d.source == "builtin":
+        from cotflow.data.arithmetic import make_splits
+
+        train, test = make_splits(d.n_train, d.n_test, cfg.seed, d.difficulties)
+    else:
+        cols = ColumnMap(**d.columns.model_dump())
+        train = load_rows(d.source, split=d.train_split, columns=cols,
+                          answer_format=d.answer_format, limit=d.n_train)
+        test = load_rows(d.source, split=d.test_split, columns=cols,
+                         answer_format=d.answer_format, limit=d.n_test)
+    validate_rows(train, f"{d.source}[{d.train_split}]", max_question_chars=limit)
+    validate_rows(test, f"{d.source}[{d.test_split}]", max_question_chars=limit)
+    overlap = {p["question"] for p in train} & {p["question"] for p in test}
+    if overlap:
+        raise ValueError(f"{d.source}: {len(overlap)} held-out questions also appear in the "
+                         f"train split, e.g. {sorted(overlap)[0]!r}")
+    return train, test
+
+
+def run(cfg: PipelineConfig, layout: Layout) -> tuple[dict[str, Any], dict[str, Any]]:
+    import torch
+
+    from models.policy import build_tiny_policy, load_policy, save_policy
+    from models.torch_trainer import Example, sft_steps
+    from tasks.common import format_prompt
+    from tasks.evaluate import evaluate_policy
+
+    torch.set_num_threads(cfg.threads)
+    train, test = load_splits(cfg)
+    # Load or build the model before writing anything, so a bad model path writes nothing.
+    if cfg.model.name_or_path == "tiny":
+        model, tokenizer = build_tiny_policy(cfg.model, cfg.seed)
+    else:
+        model, tokenizer = load_policy(cfg.model.name_or_path, for_training=True)
+    write_table(layout.train_set, "problems", train)
+    write_table(layout.test_set, "problems", test)
+
+    w = cfg.warmstart
+    examples = [Example(format_prompt(cfg, p["question"]), p["solution"])
+                for p in train if p["solution"]]
+    sft: dict[str, Any] = {}
+    if w.steps and examples:
+        log.info("warm start: %d SFT steps on %d worked solutions", w.steps, len(examples))
+        sft = sft_steps(model, tokenizer, examples, steps=w.steps, batch_size=w.batch_size,
+                        lr=w.lr, warmup_steps=w.warmup_steps, weight_decay=w.weight_decay,
+                        max_grad_norm=w.max_grad_norm, seed=cfg.seed,
+                        max_len=cfg.model.max_position_embeddings)
+    save_policy(model, tokenizer, layout.base_policy)
+    del model
+    metrics, eval_timing = evaluate_policy(cfg, layout.base_policy, test)
+    write_json(layout.base_metrics, {"iteration": 0, **metrics})
+    if cfg.tracking.enabled:
+        from cotflow.tracking import log_warm_start
+
+        log_warm_start(cfg, layout)
+    stats = {"train_problems": len(train), "test_problems": len(test),
+             "warmstart/steps": w.steps if examples else 0,
+             "warmstart/final_loss": round(sft["loss"], 6) if sft else None}
+    timing = {"warmstart/tokens_per_s": round(sft.get("tokens_per_s", 0.0), 1),
+              "warmstart/seconds": round(sft.get("seconds", 0.0), 2), **eval_timing}
+    return stats, timing

@@ -1,0 +1,43 @@
+"""verify: grade every completion against its reference answer in a worker pool with a hard
+per-answer time limit. Output: verdicts.parquet (verdict, reward, extracted answer)."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import Any
+
+from cotflow.config import PipelineConfig
+from cotflow.layout import IterationLayout, Layout
+from cotflow.records import read_table, write_table
+from cotflow.verify.grade import CORRECT
+
+
+def run(cfg: PipelineConfig, layout: Layout,
+        it: IterationLayout) -> tuple[dict[str, Any], dict[str, Any]]:
+    from cotflow.verify.pool import VerifierPool
+    from tasks.common import problems_by_id
+
+    v = cfg.verify
+    samples = read_table(it.samples, "samples")
+    problems = problems_by_id(layout.train_set)
+    golds = [problems[pid]["answer"] for pid in samples["prompt_id"]]
+    t0 = time.perf_counter()
+    with VerifierPool(workers=v.workers, timeout_s=v.timeout_s, memory_mb=v.memory_mb) as pool:
+        grades = pool.grade_many(list(zip(golds, samples["completion"], strict=True)))
+    seconds = time.perf_counter() - t0
+    rewards = [1.0 if g.verdict == CORRECT else 0.0 for g in grades]
+    write_table(it.verdicts, "verdicts", {
+        "prompt_id": samples["prompt_id"], "sample_idx": samples["sample_idx"],
+        "verdict": [g.verdict for g in grades], "reward": rewards,
+        "extracted": [g.extracted for g in grades],
+    })
+    counts = Counter(g.verdict for g in grades)
+    solved = {pid for pid, r in zip(samples["prompt_id"], rewards, strict=True) if r > 0}
+    n = max(len(grades), 1)
+    prompts = max(len(set(samples["prompt_id"])), 1)
+    stats = {"mean_reward": round(sum(rewards) / n, 6),
+             "prompts_solved_fraction": round(len(solved) / prompts, 6),
+             **{f"{k}_fraction": round(counts[k] / n, 6)
+                for k in ("correct", "incorrect", "unparseable", "timeout")}}
+    return stats, {"verify/answers_per_s": round(len(grades) / seconds, 1) if seconds else 0.0}

@@ -1,0 +1,80 @@
+"""params.yaml validation: every bad key is named before anything runs."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cotflow.config import ConfigError, flatten, load_params
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _write(tmp_path: Path, mutate) -> Path:
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    mutate(raw)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_shipped_params_are_valid():
+    cfg = load_params(ROOT / "params.yaml")
+    assert cfg.iteration_keys() == ["001", "002", "003"]
+    load_params(ROOT / "tests" / "data" / "params.micro.yaml")
+
+
+@pytest.mark.parametrize(
+    ("mutate", "needle"),
+    [
+        (lambda r: r["sample"].update(temprature=1.0), "sample.temprature: unknown key"),
+        (lambda r: r.update(extra_section={}), "extra_section: unknown key"),
+        (lambda r: r["allocate"].update(n=0), "allocate.n: Input should be greater than 0"),
+        (lambda r: r["train"].update(lr="fast"), "train.lr"),
+        (lambda r: r["train"].update(epochs=1.5), "train.epochs"),
+        (lambda r: r["sample"].update(top_p=1.5), "sample.top_p"),
+        (lambda r: r["sample"].update(backend="tpu"), "sample.backend"),
+        (lambda r: r["train"].pop("lr"), "train.lr: missing key"),
+        (lambda r: r["data"].update(prompt_template="no placeholder"), "data.prompt_template"),
+        (lambda r: r["iterations"]["002"].update(prev="base"), "002.prev is 'base'"),
+        (lambda r: r["iterations"].update({"7": {"algorithm": "raft", "prev": "iter-003"}}),
+         "iterations must be '001', '002'"),
+        (lambda r: r["iterations"]["001"].update(algorithm="ppo"), "iterations.001.algorithm"),
+    ],
+)
+def test_bad_params_name_the_key(tmp_path, mutate, needle):
+    with pytest.raises(ConfigError) as err:
+        load_params(_write(tmp_path, mutate))
+    assert needle in str(err.value)
+
+
+def test_not_a_mapping_and_not_yaml(tmp_path):
+    p = tmp_path / "params.yaml"
+    p.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load_params(p)
+    p.write_text("seed: [1,\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_params(p)
+    with pytest.raises(ConfigError, match="no such params file"):
+        load_params(tmp_path / "missing.yaml")
+
+
+def test_iteration_overrides_apply_and_are_validated(tmp_path):
+    def mutate(r):
+        r["iterations"]["002"]["overrides"] = {"train": {"lr": 1.0e-5}}
+        r["iterations"]["003"]["overrides"] = {"train": {"lr": -1.0}}
+
+    cfg = load_params(_write(tmp_path, mutate))
+    assert cfg.for_iteration("001").train.lr == cfg.train.lr
+    assert cfg.for_iteration("002").train.lr == 1.0e-5
+    with pytest.raises(ConfigError, match=r"iterations.003.overrides: train.lr"):
+        cfg.for_iteration("003")
+    with pytest.raises(ConfigError, match="not in params.yaml"):
+        cfg.for_iteration("009")
+
+
+def test_flatten_is_dotted():
+    flat = flatten(load_params(ROOT / "params.yaml"))
+    assert flat["train.lr"] == "0.0002"
+    assert flat["iterations.001.algorithm"] == "raft"

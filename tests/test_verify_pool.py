@@ -1,0 +1,141 @@
+"""Process-isolated grading: order, hard timeouts, crashes, limits, shutdown."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from cotflow.verify.grade import CORRECT, INCORRECT, TIMEOUT, UNPARSEABLE, grade_answer
+from cotflow.verify.pool import VerifierPool
+
+# Checked in-process: math-verify spends well over 20 s on this (9^(9^9) has ~370M digits).
+SLOW = r"\boxed{9^{9^{9}}}"
+PWNED = "/tmp/pwned_cotflow"
+
+MIXED = [
+    ("42", r"\boxed{42}"),
+    ("0.5", r"\boxed{\frac{1}{2}}"),
+    (r"2\sqrt{2}", r"\boxed{\sqrt{8}}"),
+    ("7", "no box"),
+    (r"\{1,2\}", r"\boxed{\{2,1\}}"),
+    ("3", r"\boxed{4}"),
+    (r"[0,1)", r"\boxed{(0,1]}"),
+    ("5", r"\boxed{\frac{}{}}"),
+    ("1,000", r"\boxed{1000}"),
+    (r"\text{Monday}", r"\boxed{\text{Monday}}"),
+]
+
+
+@pytest.fixture(scope="module")
+def pool() -> Iterator[VerifierPool]:
+    with VerifierPool(workers=2, timeout_s=1.0) as p:
+        p.grade_many([("1", r"\boxed{\frac{2}{2}}")] * 4)  # wait until workers are ready
+        yield p
+
+
+def _gone(pid: int, within_s: float = 5.0) -> bool:
+    end = time.monotonic() + within_s
+    while time.monotonic() < end:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_order_preserved_and_matches_in_process(pool: VerifierPool) -> None:
+    pairs = MIXED * 5
+    expected = [grade_answer(g, c) for g, c in pairs]
+    assert pool.grade_many(pairs) == expected
+    assert pool.grade_many(list(reversed(pairs))) == list(reversed(expected))
+    assert pool.grade_many([]) == []
+
+
+def test_slow_input_times_out_and_later_items_graded(pool: VerifierPool) -> None:
+    pairs = [("1", SLOW)] + MIXED
+    start = time.monotonic()
+    grades = pool.grade_many(pairs)
+    elapsed = time.monotonic() - start
+    assert grades[0].verdict == TIMEOUT and grades[0].extracted is None
+    assert grades[1:] == [grade_answer(g, c) for g, c in MIXED]
+    assert elapsed < pool.timeout_s + 1.0
+
+
+def test_many_timeouts_replace_workers(pool: VerifierPool) -> None:
+    before = set(pool.worker_pids())
+    pairs = [("1", SLOW), ("2", SLOW), ("3", SLOW), ("0.5", r"\boxed{\frac{1}{2}}")]
+    grades = pool.grade_many(pairs)
+    assert [g.verdict for g in grades] == [TIMEOUT, TIMEOUT, TIMEOUT, CORRECT]
+    assert not before & set(pool.worker_pids())
+    assert all(_gone(pid) for pid in before)
+    assert pool.grade_many(MIXED[:3]) == [grade_answer(g, c) for g, c in MIXED[:3]]
+
+
+def test_worker_crash_gives_unparseable() -> None:
+    with VerifierPool(workers=2, timeout_s=30.0) as p:
+        p.grade_many([("1", r"\boxed{\frac{2}{2}}")] * 4)
+        victims = p.worker_pids()
+
+        def kill_later() -> None:
+            time.sleep(0.5)
+            for pid in victims:
+                os.kill(pid, signal.SIGKILL)
+
+        killer = threading.Thread(target=kill_later)
+        killer.start()
+        start = time.monotonic()
+        grades = p.grade_many([("1", SLOW), ("2", SLOW), ("0.5", r"\boxed{\frac{1}{2}}")])
+        killer.join()
+        assert [g.verdict for g in grades] == [UNPARSEABLE, UNPARSEABLE, CORRECT]
+        assert time.monotonic() - start < 10.0
+
+
+def test_workers_have_memory_limit() -> None:
+    with VerifierPool(workers=1, memory_mb=768) as p:
+        p.grade_many([("1", r"\boxed{\frac{2}{2}}")])
+        (pid,) = p.worker_pids()
+        with open(f"/proc/{pid}/limits") as f:
+            line = next(ln for ln in f if ln.startswith("Max address space"))
+        assert line.split()[3:5] == [str(768 * 2**20)] * 2
+
+
+def test_code_injection_not_executed(pool: VerifierPool) -> None:
+    if os.path.exists(PWNED):
+        os.remove(PWNED)
+    pairs = [
+        ("1", r"\boxed{__import__('os').system('touch /tmp/pwned_cotflow')}"),
+        ("1", r"\boxed{exec(\"open('/tmp/pwned_cotflow', 'w')\")}"),
+        ("1", r"\boxed{eval('__import__(\"os\").system(\"touch /tmp/pwned_cotflow\")')}"),
+    ]
+    verdicts = [g.verdict for g in pool.grade_many(pairs)]
+    assert all(v in (UNPARSEABLE, INCORRECT) for v in verdicts)
+    assert not os.path.exists(PWNED)
+
+
+def test_shutdown_on_parent_exception() -> None:
+    with pytest.raises(KeyError):
+        with VerifierPool(workers=2) as p:
+            p.grade_many(MIXED)
+            pids = p.worker_pids()
+            raise KeyError("boom")
+    assert len(pids) == 2 and all(_gone(pid) for pid in pids)
+
+
+def test_workers_zero_in_process() -> None:
+    p = VerifierPool(workers=0)
+    assert p.grade_many(MIXED) == [grade_answer(g, c) for g, c in MIXED]
+    p.close()
+
+
+def test_numeric_fast_path_throughput(pool: VerifierPool) -> None:
+    pairs = [(str(i), f"... so \\boxed{{{i if i % 3 else i + 1}}}") for i in range(10_000)]
+    start = time.monotonic()
+    grades = pool.grade_many(pairs)
+    assert time.monotonic() - start < 2.0
+    assert [g.verdict for g in grades[:3]] == [INCORRECT, CORRECT, CORRECT]
