@@ -42,9 +42,14 @@ def main(argv: list[str] | None = None) -> int:
             os.chdir(root)
             run_stage(args.name, args.iteration, root, params)
         elif args.command == "run":
+            from cotflow.config import load_params
+
+            load_params(params)  # refuse bad params before Prefect starts
             from flows.pipeline import run_pipeline
 
-            run_pipeline(root, params)
+            metrics = run_pipeline(root)
+            print("final held-out metrics: " + ", ".join(
+                f"{k}={v}" for k, v in metrics.items() if k != "iteration"))
         elif args.command == "show":
             from cotflow.show import show
 

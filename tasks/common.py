@@ -22,6 +22,9 @@ from cotflow.records import write_json
 
 log = logging.getLogger("cotflow")
 ALL_STAGES = ("prepare", *STAGES)
+# Stages that load a model: their torch/transformers import is timed apart from their work,
+# since it is a per-process cost of running stages as separate commands.
+MODEL_STAGES = frozenset({"prepare", "sample", "train", "evaluate"})
 
 
 def normalize_key(iteration: str | int) -> str:
@@ -54,6 +57,11 @@ def run_stage(name: str, iteration: str | None, root: Path, params: Path) -> dic
     cfg = load_params(params)
     module = importlib.import_module(f"tasks.{name}")
     t0 = time.perf_counter()
+    if name in MODEL_STAGES:
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+    imports = time.perf_counter() - t0
+    t0 = time.perf_counter()
     if name == "prepare":
         if iteration is not None:
             raise ValueError("prepare takes no --iteration")
@@ -68,6 +76,7 @@ def run_stage(name: str, iteration: str | None, root: Path, params: Path) -> dic
         stats, timing = module.run(it_cfg, Layout(root), it)
         folder = it.dir
     timing = {**timing, "seconds": round(time.perf_counter() - t0, 3),
+              "import_seconds": round(imports, 3),
               "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
     write_json(timing_file(folder, name), timing)
     write_json(stats_file(folder, name), stats)  # last: the stage's "done" mark

@@ -105,7 +105,11 @@ def run(cfg: PipelineConfig, layout: Layout,
     write_json(it.curve, points)
     draw_curve(points, it.plot)
     if cfg.tracking.enabled:
+        import time
+
         from cotflow.tracking import log_iteration
 
+        t0 = time.perf_counter()
         log_iteration(cfg, layout, it)
+        timing["tracking_seconds"] = round(time.perf_counter() - t0, 3)
     return {"accuracy": metrics["accuracy"]}, timing

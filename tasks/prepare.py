@@ -76,13 +76,19 @@ def run(cfg: PipelineConfig, layout: Layout) -> tuple[dict[str, Any], dict[str, 
     del model
     metrics, eval_timing = evaluate_policy(cfg, layout.base_policy, test)
     write_json(layout.base_metrics, {"iteration": 0, **metrics})
+    tracking_seconds = 0.0
     if cfg.tracking.enabled:
+        import time
+
         from cotflow.tracking import log_warm_start
 
+        t0 = time.perf_counter()
         log_warm_start(cfg, layout)
+        tracking_seconds = round(time.perf_counter() - t0, 3)
     stats = {"train_problems": len(train), "test_problems": len(test),
              "warmstart/steps": w.steps if examples else 0,
              "warmstart/final_loss": round(sft["loss"], 6) if sft else None}
     timing = {"warmstart/tokens_per_s": round(sft.get("tokens_per_s", 0.0), 1),
-              "warmstart/seconds": round(sft.get("seconds", 0.0), 2), **eval_timing}
+              "warmstart/seconds": round(sft.get("seconds", 0.0), 2),
+              "tracking_seconds": tracking_seconds, **eval_timing}
     return stats, timing

@@ -1,0 +1,224 @@
+"""The two-iteration micro pipeline end to end through real DVC, Prefect and MLflow."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from safetensors.torch import load_file
+
+from tests.conftest import make_workspace, micro_params
+
+pytestmark = pytest.mark.slow
+STAGES = ["prepare"] + [f"{s}@{k}" for k in ("001", "002") for s in
+                        ("allocate", "sample", "verify", "critique", "judge", "train", "evaluate")]
+
+
+def _env(ws: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PREFECT_API", "MLFLOW_TRACKING_URI", "COTFLOW_"))}
+    env.update(PREFECT_HOME=str(ws / ".prefect"), COTFLOW_DEBUG="1", **extra)
+    return env
+
+
+def _run(args: list[str], ws: Path, env: dict[str, str], timeout: int = 900):
+    r = subprocess.run(args, cwd=ws, env=env, capture_output=True, text=True, timeout=timeout)
+    assert r.returncode == 0, f"{args} failed:\n{r.stdout[-4000:]}\n{r.stderr[-4000:]}"
+    return r
+
+
+def _dvc(ws: Path, env: dict[str, str], *args: str):
+    return _run([sys.executable, "-m", "dvc", *args], ws, env)
+
+
+def _lock_outs(ws: Path) -> dict[str, list]:
+    """Each stage's outputs and their hashes, as dvc.lock records them."""
+    stages = yaml.safe_load((ws / "dvc.lock").read_text())["stages"]
+    return {name: sorted((o["path"], o.get("md5")) for o in entry.get("outs", []))
+            for name, entry in stages.items()}
+
+
+@pytest.fixture(scope="module")
+def repro_ws(tmp_path_factory) -> tuple[Path, dict[str, str]]:
+    ws = make_workspace(tmp_path_factory.mktemp("repro"), micro_params())
+    env = _env(ws)
+    _dvc(ws, env, "repro")
+    return ws, env
+
+
+def test_lock_and_status_after_repro(repro_ws):
+    ws, env = repro_ws
+    lock = yaml.safe_load((ws / "dvc.lock").read_text())["stages"]
+    assert sorted(lock) == sorted(STAGES)
+    assert json.loads(_dvc(ws, env, "status", "--json").stdout) == {}
+
+
+def test_second_repro_does_nothing(repro_ws):
+    ws, env = repro_ws
+    before = (ws / "dvc.lock").read_text()
+    out = _dvc(ws, env, "repro").stdout
+    assert "Running stage" not in out
+    assert (ws / "dvc.lock").read_text() == before
+
+
+def test_train_param_change_reruns_train_and_what_follows_only(repro_ws):
+    ws, env = repro_ws
+    params = (ws / "params.yaml").read_text()
+    raw = yaml.safe_load(params)
+    raw["train"]["lr"] = raw["train"]["lr"] / 2
+    (ws / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    try:
+        stale = json.loads(_dvc(ws, env, "status", "--json").stdout)
+        assert sorted(stale) == ["train@001", "train@002"]
+        ran = _ran(_dvc(ws, env, "repro").stdout)
+        assert ran[0] == "train@001"
+        upstream = {"prepare", "allocate@001", "allocate@002", "sample@001", "verify@001",
+                    "critique@001", "judge@001"}
+        assert not upstream & set(ran)
+        assert {"evaluate@001", "sample@002", "train@002", "evaluate@002"} <= set(ran)
+    finally:
+        (ws / "params.yaml").write_text(params)
+    # Back to the old value: DVC's run-cache restores the old outputs instead of training.
+    out = _dvc(ws, env, "repro").stdout
+    assert "is cached - skipping run" in out
+    assert json.loads(_dvc(ws, env, "status", "--json").stdout) == {}
+
+
+def _ran(stdout: str) -> list[str]:
+    return [line.split("'")[1] for line in stdout.splitlines() if line.startswith("Running stage")]
+
+
+def test_every_trained_parameter_changed(repro_ws):
+    ws, _ = repro_ws
+    base = load_file(ws / "artifacts/base/policy/model.safetensors")
+    final = load_file(ws / "artifacts/iter-002/policy/model.safetensors")
+    assert base.keys() == final.keys()
+    unchanged = [k for k in base if bool((base[k] == final[k]).all())]
+    assert not unchanged
+    train = [json.loads((ws / f"artifacts/iter-{k}/stats/train.json").read_text())
+             for k in ("001", "002")]
+    assert all(t["examples"] > 0 for t in train), train
+
+
+def test_metrics_and_plots(repro_ws):
+    ws, env = repro_ws
+    shown = json.loads(_dvc(ws, env, "metrics", "show", "--json").stdout)
+    data = next(iter(shown.values()))["data"]
+    assert "accuracy" in data["artifacts/iter-002/metrics.json"]["data"]
+    plots = json.loads(_dvc(ws, env, "plots", "show", "--json").stdout)
+    assert any("iter-002/curve.json" in key for key in plots)
+    assert (ws / "artifacts/iter-002/accuracy.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_mlflow_parent_and_child_runs(repro_ws):
+    from mlflow.tracking import MlflowClient
+
+    ws, _ = repro_ws
+    client = MlflowClient(f"sqlite:///{ws / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("cotflow")
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("cotflow.kind") == "pipeline"]
+    assert len(parents) == 1
+    parent = parents[0]
+    assert parent.data.params["train.lr"] == str(micro_params()["train"]["lr"])
+    assert parent.data.tags["mlflow.source.git.commit"] not in ("", "unknown")
+    children = sorted((r for r in runs if r.data.tags.get("mlflow.parentRunId")
+                       == parent.info.run_id), key=lambda r: r.data.tags["cotflow.iteration"])
+    assert [c.data.tags["cotflow.iteration"] for c in children] == ["001", "002"]
+    for child in children:
+        assert "evaluate/accuracy" in child.data.metrics
+        assert "train/loss" in child.data.metrics and "sample/tokens_per_s" in child.data.metrics
+        assert any(t.startswith("dvc.train@") for t in child.data.tags)
+    history = client.get_metric_history(parent.info.run_id, "evaluate/accuracy")
+    assert sorted(m.step for m in history) == [0, 1, 2]
+
+
+@pytest.fixture(scope="module")
+def prefect_server(tmp_path_factory):
+    """A real Prefect server on loopback, stopped with its whole process group."""
+    import socket
+    import urllib.request
+
+    home = tmp_path_factory.mktemp("prefect")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = _env(home, PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    env["PREFECT_HOME"] = str(home)
+    log = open(home / "server.log", "w")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host",
+                             "127.0.0.1", "--port", str(port)], env=env, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}/api"
+    deadline = time.time() + 120
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/health", timeout=2)
+            break
+        except OSError:
+            if time.time() > deadline or proc.poll() is not None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                pytest.fail(f"prefect server did not start: {(home / 'server.log').read_text()}")
+            time.sleep(0.5)
+    yield url
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+    log.close()
+
+
+def test_cotflow_run_resumes_what_dvc_left_with_identical_results(
+        repro_ws, prefect_server, tmp_path_factory):
+    ws_ref, _ = repro_ws
+    ws = make_workspace(tmp_path_factory.mktemp("flow"), micro_params())
+    env = _env(ws, PREFECT_API_URL=prefect_server)
+    _dvc(ws, env, "repro", "allocate@001")  # DVC starts the work...
+    out = _run([sys.executable, "-m", "cotflow", "run"], ws, env)  # ...Prefect finishes it
+    assert "prepare" in out.stdout + out.stderr
+    assert json.loads(_dvc(ws, env, "status", "--json").stdout) == {}
+    assert _lock_outs(ws) == _lock_outs(ws_ref)  # same outputs, byte for byte
+    flow_runs = _api(prefect_server, "/flow_runs/filter", {})
+    assert any(r["state_type"] == "COMPLETED" for r in flow_runs)
+    tasks = _api(prefect_server, "/task_runs/filter", {})
+    assert {t["name"] for t in tasks} >= {"prepare", "train@002", "evaluate@002"}
+
+
+def _api(url: str, path: str, body: dict) -> list[dict]:
+    import urllib.request
+
+    req = urllib.request.Request(url + path, data=json.dumps(body).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+def test_killed_pipeline_leaves_no_partial_output_and_resumes(repro_ws, tmp_path_factory):
+    ws_ref, _ = repro_ws
+    ws = make_workspace(tmp_path_factory.mktemp("kill"), micro_params())
+    env = _env(ws)
+    proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro"], cwd=ws, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    target = ws / "artifacts/iter-001/samples.parquet"
+    deadline = time.time() + 600
+    while not target.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    time.sleep(1.5)  # now inside a later stage
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    from cotflow.records import SCHEMAS, read_table
+
+    for path in (ws / "artifacts").rglob("*.parquet"):
+        read_table(path, path.stem if path.stem in SCHEMAS else "problems")  # complete or absent
+    _dvc(ws, env, "repro")
+    assert json.loads(_dvc(ws, env, "status", "--json").stdout) == {}
+    assert _lock_outs(ws) == _lock_outs(ws_ref)
