@@ -83,7 +83,7 @@ class AllocateConfig(_Section):
 
 
 class SampleConfig(_Section):
-    backend: Literal["hf", "vllm"]
+    backend: Literal["hf"]
     temperature: PosFloat
     top_p: Prob
     max_new_tokens: PosInt
@@ -94,11 +94,13 @@ class VerifyConfig(_Section):
     timeout_s: PosFloat
     workers: NonNegInt
     memory_mb: Annotated[int, Field(ge=128)]
+    check_steps: bool  # reward 0 for a right answer reached through a wrong arithmetic step
 
 
 class TrainConfig(_Section):
-    backend: Literal["torch", "deepspeed"]
+    backend: Literal["torch"]
     lr: PosFloat
+    warmup_steps: NonNegInt
     epochs: PosInt
     micro_batch_size: PosInt
     grad_accum_steps: PosInt

@@ -118,6 +118,12 @@ def _step(model, optimizer, max_grad_norm: float, lr: float | None) -> float:
     return float(norm)
 
 
+def warmup_constant(lr: float, warmup: int) -> Callable[[int], float]:
+    """Linear warmup, then constant. A fresh AdamW's first steps move every weight by about
+    lr whatever its gradient; ramping up keeps them from undoing the warm start."""
+    return lambda step: lr * min(1.0, (step + 1) / warmup) if warmup else lr
+
+
 def warmup_cosine(lr: float, warmup: int, total: int) -> Callable[[int], float]:
     def at(step: int) -> float:
         if step < warmup:
@@ -151,8 +157,9 @@ def _raft(model, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
 
 
 def rl_epochs(model, tokenizer, examples: Sequence[Example], *, algorithm: str, epochs: int,
-              micro_batch_size: int, grad_accum_steps: int, lr: float, weight_decay: float,
-              max_grad_norm: float, clip_eps: float, seed: int, max_len: int) -> dict[str, float]:
+              micro_batch_size: int, grad_accum_steps: int, lr: float, warmup_steps: int,
+              weight_decay: float, max_grad_norm: float, clip_eps: float, seed: int,
+              max_len: int) -> dict[str, float]:
     """RAFT (SFT on accepted) or RAFT++ (clipped surrogate against the stage-start policy)."""
     if algorithm not in ("raft", "raft++"):
         raise ValueError(f"algorithm {algorithm!r}: the torch trainer knows raft and raft++")
@@ -185,7 +192,7 @@ def rl_epochs(model, tokenizer, examples: Sequence[Example], *, algorithm: str, 
     optimizer = make_optimizer(model, lr=lr, weight_decay=weight_decay)
     fn = plusplus if algorithm == "raft++" else (lambda b: _raft(model, b))
     return optimize(model, optimizer, batches(), fn, grad_accum_steps=grad_accum_steps,
-                    max_grad_norm=max_grad_norm)
+                    max_grad_norm=max_grad_norm, lr_at=warmup_constant(lr, warmup_steps))
 
 
 @torch.no_grad()

@@ -55,6 +55,7 @@ def run(cfg: PipelineConfig, layout: Layout,
         result = rl_epochs(model, tokenizer, examples, algorithm=algorithm, epochs=t.epochs,
                            micro_batch_size=t.micro_batch_size,
                            grad_accum_steps=t.grad_accum_steps, lr=t.lr,
+                           warmup_steps=t.warmup_steps,
                            weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm,
                            clip_eps=t.clip_eps, seed=cfg.seed * 1000 + int(it.key),
                            max_len=cfg.model.max_position_embeddings)

@@ -1,5 +1,11 @@
 """verify: grade every completion against its reference answer in a worker pool with a hard
-per-answer time limit. Output: verdicts.parquet (verdict, reward, extracted answer)."""
+per-answer time limit. Output: verdicts.parquet (verdict, reward, extracted answer).
+
+`verdict` judges the final answer alone. `reward` is 1 for a correct answer, except that with
+`verify.check_steps` a correct answer reached through a wrong `x op y = z` step earns 0: on
+the built-in task a tiny model often lands on the right number through two errors that
+cancel, and training on such samples teaches it wrong arithmetic.
+"""
 
 from __future__ import annotations
 
@@ -26,7 +32,13 @@ def run(cfg: PipelineConfig, layout: Layout,
     with VerifierPool(workers=v.workers, timeout_s=v.timeout_s, memory_mb=v.memory_mb) as pool:
         grades = pool.grade_many(list(zip(golds, samples["completion"], strict=True)))
     seconds = time.perf_counter() - t0
-    rewards = [1.0 if g.verdict == CORRECT else 0.0 for g in grades]
+    from cotflow.data.arithmetic import steps_consistent
+
+    correct = [g.verdict == CORRECT for g in grades]
+    wrong_steps = [ok and v.check_steps and not steps_consistent(text)
+                   for ok, text in zip(correct, samples["completion"], strict=True)]
+    rewards = [1.0 if ok and not bad else 0.0 for ok, bad in zip(correct, wrong_steps,
+                                                                 strict=True)]
     write_table(it.verdicts, "verdicts", {
         "prompt_id": samples["prompt_id"], "sample_idx": samples["sample_idx"],
         "verdict": [g.verdict for g in grades], "reward": rewards,
@@ -37,6 +49,7 @@ def run(cfg: PipelineConfig, layout: Layout,
     n = max(len(grades), 1)
     prompts = max(len(set(samples["prompt_id"])), 1)
     stats = {"mean_reward": round(sum(rewards) / n, 6),
+             "wrong_step_fraction": round(sum(wrong_steps) / n, 6),
              "prompts_solved_fraction": round(len(solved) / prompts, 6),
              **{f"{k}_fraction": round(counts[k] / n, 6)
                 for k in ("correct", "incorrect", "unparseable", "timeout")}}

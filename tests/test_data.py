@@ -125,3 +125,13 @@ def test_check_step(step: str, expected: bool | None) -> None:
 def test_solution_steps_drops_blank_lines_and_boxed_answer() -> None:
     assert solution_steps("3*4=12\n\n 12-2=10 \n\\boxed{10}\n") == ["3*4=12", "12-2=10"]
     assert solution_steps("") == []
+
+
+def test_steps_consistent_flags_cancelling_errors():
+    from cotflow.data.arithmetic import steps_consistent
+
+    assert steps_consistent("17-16=1\n1+13=14\n\\boxed{14}")
+    # Right final answer through two wrong steps: rejected.
+    assert not steps_consistent("17-16=0\n0+13=14\n\\boxed{14}")
+    assert steps_consistent("no equations here \\boxed{3}")
+    assert steps_consistent("9" * 5000 + "+1=2\n\\boxed{2}")  # not an equation we read
