@@ -98,7 +98,7 @@ def dvc_stage_hashes(root: Path, key: str) -> dict[str, str]:
     for name, entry in stages.items():
         if name == "prepare" or name.endswith(f"@{key}"):
             blob = json.dumps(entry, sort_keys=True).encode()
-            out[f"dvc.{name}"] = hashlib.md5(blob).hexdigest()
+            out["dvc/" + name.replace("@", "/")] = hashlib.md5(blob).hexdigest()
     return out
 
 
@@ -152,8 +152,16 @@ def log_iteration(cfg: PipelineConfig, layout: Layout, it: IterationLayout) -> s
             "cotflow.algorithm": cfg.iterations[it.key].algorithm,
             "mlflow.source.git.commit": git_commit(layout.root),
             **dvc_stage_hashes(layout.root, it.key)}
-    child = client.create_run(exp_id, run_name=f"iter-{it.key}", tags=tags)
-    run_id = child.info.run_id
+    # A rerun of the iteration under the same parent updates its child: one child per iteration.
+    found = client.search_runs(
+        [exp_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent}' and "
+        f"tags.`cotflow.iteration` = '{it.key}'", max_results=1)
+    if found:
+        run_id = found[0].info.run_id
+        for key, value in tags.items():
+            client.set_tag(run_id, key, value)
+    else:
+        run_id = client.create_run(exp_id, run_name=f"iter-{it.key}", tags=tags).info.run_id
     metrics = collect_iteration(it)
     for i in range(0, len(metrics), 500):
         chunk = dict(list(metrics.items())[i:i + 500])

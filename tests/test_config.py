@@ -20,7 +20,7 @@ def _write(tmp_path: Path, mutate) -> Path:
 
 def test_shipped_params_are_valid():
     cfg = load_params(ROOT / "params.yaml")
-    assert cfg.iteration_keys() == ["001", "002", "003"]
+    assert cfg.iteration_keys() == ["001", "002", "003", "004"]
     load_params(ROOT / "tests" / "data" / "params.micro.yaml")
 
 
@@ -76,5 +76,5 @@ def test_iteration_overrides_apply_and_are_validated(tmp_path):
 
 def test_flatten_is_dotted():
     flat = flatten(load_params(ROOT / "params.yaml"))
-    assert flat["train.lr"] == "0.0002"
+    assert flat["train.lr"] == "0.0001"
     assert flat["iterations.001.algorithm"] == "raft"

@@ -61,7 +61,12 @@ def test_sample_then_verify(ws):
     verdicts = read_table(_it(ws).verdicts, "verdicts")
     assert verdicts["prompt_id"] == samples["prompt_id"]
     assert set(verdicts["verdict"]) <= {"correct", "incorrect", "unparseable", "timeout"}
-    assert verdicts["reward"] == [1.0 if v == "correct" else 0.0 for v in verdicts["verdict"]]
+    from cotflow.data.arithmetic import steps_consistent
+
+    # check_steps is on in the micro params: a right answer needs right steps for reward 1.
+    assert verdicts["reward"] == [
+        1.0 if v == "correct" and steps_consistent(c) else 0.0
+        for v, c in zip(verdicts["verdict"], samples["completion"], strict=True)]
 
 
 @pytest.mark.parametrize(("stage", "kind"), [("critique", "critiques"), ("judge", "judgements")])
