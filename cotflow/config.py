@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 PosInt = Annotated[int, Field(gt=0)]
 NonNegInt = Annotated[int, Field(ge=0)]
@@ -117,6 +124,12 @@ class EvaluateConfig(_Section):
     pass_k: list[PosInt] = Field(min_length=1)
     temperature: PosFloat
 
+    @model_validator(mode="after")
+    def _k_fits(self) -> EvaluateConfig:
+        if max(self.pass_k) > self.n_samples:
+            raise ValueError(f"pass_k {max(self.pass_k)} exceeds n_samples {self.n_samples}")
+        return self
+
 
 class TrackingConfig(_Section):
     enabled: bool
@@ -146,6 +159,16 @@ class PipelineConfig(_Section):
     tracking: TrackingConfig
     iterations: dict[str, IterationConfig] = Field(min_length=1)
 
+    @field_validator("iterations", mode="before")
+    @classmethod
+    def _quoted(cls, its: Any) -> Any:
+        if isinstance(its, dict):
+            for key in its:
+                if not isinstance(key, str):
+                    raise ValueError(f"key {key!r}: quote iteration keys, e.g. \"001\" "
+                                     "(YAML reads 001 as a number)")
+        return its
+
     @field_validator("iterations")
     @classmethod
     def _chained(cls, its: dict[str, IterationConfig]) -> dict[str, IterationConfig]:
@@ -157,6 +180,19 @@ class PipelineConfig(_Section):
             if its[key].prev != want:
                 raise ValueError(f"{key}.prev is {its[key].prev!r}, expected {want!r}")
         return its
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PipelineConfig:
+        per_iteration = self.allocate.prompts_per_iteration
+        if self.data.source == "builtin" and per_iteration > self.data.n_train:
+            raise ValueError(f"allocate.prompts_per_iteration ({per_iteration}) exceeds "
+                             f"data.n_train ({self.data.n_train})")
+        return self
+
+    def validate_overrides(self) -> None:
+        """Apply every iteration's overrides now, so a bad one fails before any stage runs."""
+        for key in self.iterations:
+            self.for_iteration(key)
 
     def iteration_keys(self) -> list[str]:
         return list(self.iterations)
@@ -208,7 +244,9 @@ def load_params(path: str | Path = "params.yaml") -> PipelineConfig:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
-    return _validate(raw, str(path))
+    cfg = _validate(raw, str(path))
+    cfg.validate_overrides()
+    return cfg
 
 
 def flatten(cfg: PipelineConfig) -> dict[str, str]:

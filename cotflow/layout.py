@@ -1,6 +1,6 @@
 """Artifact layout: the only place that builds artifact paths.
 
-    artifacts/base/      train.parquet test.parquet policy/ metrics.json
+    artifacts/base/      train.parquet test.parquet policy/ metrics.json curve.json
     artifacts/iter-001/  allocation.parquet samples.parquet verdicts.parquet
                          critiques.parquet judgements.parquet policy/ metrics.json
                          stats/<stage>.json curve.json accuracy.png
@@ -60,6 +60,10 @@ class IterationLayout:
         return self.dir / "curve.json"
 
     @property
+    def prev_curve(self) -> Path:
+        return self.prev_dir / "curve.json"
+
+    @property
     def plot(self) -> Path:
         return self.dir / "accuracy.png"
 
@@ -107,6 +111,10 @@ class Layout:
     @property
     def base_metrics(self) -> Path:
         return self.base / "metrics.json"
+
+    @property
+    def base_curve(self) -> Path:
+        return self.base / "curve.json"
 
     def folder(self, name: str) -> Path:
         """'base' or 'iter-NNN' -> its path."""

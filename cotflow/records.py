@@ -1,8 +1,8 @@
 """Columnar records on disk: parquet tables and small JSON files, written atomically.
 
-A write goes to a temporary name in the same folder and is renamed into place, so a
-reader (or DVC) never sees a half-written file, and a killed stage leaves nothing behind
-but a temporary name that the next write replaces.
+A write goes to a hidden temporary name in the same folder and is renamed into place, so
+a reader (or DVC) never sees a half-written file. A killed stage leaves only such hidden
+temporaries, which the next write of the same path sweeps away.
 """
 
 from __future__ import annotations
@@ -54,24 +54,39 @@ def _schema(kind: str) -> pa.Schema:
     return pa.schema([pa.field(name, typ) for name, typ in SCHEMAS[kind].items()])
 
 
+def _sweep(path: Path) -> None:
+    """Remove temporaries a killed earlier write left beside `path` (one writer per path:
+    DVC's rwlock guarantees it for stage outputs)."""
+    for stale in path.parent.glob(f".{path.name}.*"):
+        shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(
+            missing_ok=True)
+
+
 @contextmanager
 def atomic_path(path: Path, *, is_dir: bool = False) -> Iterator[Path]:
     """Yield a temporary sibling of `path`; on success rename it onto `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent)) if is_dir else Path(
-        tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)[1]
-    )
+    _sweep(path)
+    if is_dir:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    else:
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        tmp = Path(name)
     try:
         # mkstemp/mkdtemp create private (0600/0700) entries; give the usual umask modes.
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, (0o777 if is_dir else 0o666) & ~umask)
         yield tmp
-        if is_dir:
-            if path.exists():
-                shutil.rmtree(path)
+        if is_dir and path.exists():
+            # A folder cannot be renamed onto a non-empty one: move the old aside first, so
+            # some complete version is in place at every moment but one rename.
+            old = path.with_name(f".{path.name}.old")
+            os.replace(path, old)
             os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)
     except BaseException:

@@ -45,6 +45,11 @@ def problems_by_id(path: Path) -> dict[str, dict[str, Any]]:
     return {row["id"]: row for row in rows_of(read_table(path, "problems"))}
 
 
+def iteration_seed(cfg: PipelineConfig, key: str) -> int:
+    """The seed of iteration `key`'s sampling and training: differs per iteration."""
+    return cfg.seed * 1000 + int(key)
+
+
 def format_prompt(cfg: PipelineConfig, question: str) -> str:
     return cfg.data.prompt_template.format(question=question)
 
@@ -80,5 +85,16 @@ def run_stage(name: str, iteration: str | None, root: Path, params: Path) -> dic
               "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
     write_json(timing_file(folder, name), timing)
     write_json(stats_file(folder, name), stats)  # last: the stage's "done" mark
+    if cfg.tracking.enabled and name in ("prepare", "evaluate"):
+        # After the stage's own files, so MLflow gets this run's figures, not the last run's.
+        from cotflow import tracking
+
+        t1 = time.perf_counter()
+        if name == "prepare":
+            tracking.log_warm_start(cfg, Layout(root))
+        else:
+            tracking.log_iteration(it_cfg, Layout(root), it)
+        timing["tracking_seconds"] = round(time.perf_counter() - t1, 3)
+        write_json(timing_file(folder, name), timing)
     log.info("%s done: %s %s", name, json.dumps(stats, sort_keys=True), json.dumps(timing))
     return {**stats, **timing}

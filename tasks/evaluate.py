@@ -1,8 +1,8 @@
 """evaluate: held-out greedy accuracy, pass@k, completion length, accuracy per difficulty.
 
 Outputs: metrics.json (a DVC metric), curve.json (a DVC plot: accuracy per iteration),
-accuracy.png (the same curve, drawn here so it needs no network). Then the iteration is
-logged to MLflow.
+accuracy.png (the same curve, drawn here so it needs no network). `run_stage` then logs
+the iteration to MLflow.
 """
 
 from __future__ import annotations
@@ -64,17 +64,6 @@ def evaluate_policy(cfg: PipelineConfig, policy: Path,
     return metrics, {"evaluate/tokens_per_s": round(sampler.tokens_per_s, 1)}
 
 
-def accuracy_history(cfg: PipelineConfig, layout: Layout, key: str) -> list[dict[str, Any]]:
-    """[{iteration, accuracy}] from the warm start through iteration `key`."""
-    points = [{"iteration": 0, "accuracy": read_json(layout.base_metrics)["accuracy"]}]
-    for k in cfg.iteration_keys():
-        if k > key:
-            break
-        path = layout.iteration(k, cfg.iterations[k].prev).metrics
-        points.append({"iteration": int(k), "accuracy": read_json(path)["accuracy"]})
-    return points
-
-
 def draw_curve(points: list[dict[str, Any]], path: Path) -> Path:
     import matplotlib
 
@@ -101,15 +90,9 @@ def run(cfg: PipelineConfig, layout: Layout,
     test = rows_of(read_table(layout.test_set, "problems"))
     metrics, timing = evaluate_policy(cfg, it.policy, test)
     write_json(it.metrics, {"iteration": int(it.key), **metrics})
-    points = accuracy_history(cfg, layout, it.key)
+    # The previous folder's curve plus this point: the curve depends on nothing undeclared.
+    points = [*read_json(it.prev_curve), {"iteration": int(it.key),
+                                                      "accuracy": metrics["accuracy"]}]
     write_json(it.curve, points)
     draw_curve(points, it.plot)
-    if cfg.tracking.enabled:
-        import time
-
-        from cotflow.tracking import log_iteration
-
-        t0 = time.perf_counter()
-        log_iteration(cfg, layout, it)
-        timing["tracking_seconds"] = round(time.perf_counter() - t0, 3)
     return {"accuracy": metrics["accuracy"]}, timing

@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 
 def load_splits(cfg: PipelineConfig) -> tuple[list[dict], list[dict]]:
     """Train and held-out problems from the built-in task or a `datasets` source."""
-    from cotflow.data.sources import ColumnMap, load_rows, validate_rows
+    from cotflow.data.sources import ColumnMap, is_local_file, load_rows, validate_rows
 
     d = cfg.data
     # Character tokenizer: a question longer than this cannot fit beside its answer.
@@ -31,10 +31,19 @@ def load_splits(cfg: PipelineConfig) -> tuple[list[dict], list[dict]]:
         train, test = make_splits(d.n_train, d.n_test, cfg.seed, d.difficulties)
     else:
         cols = ColumnMap(**d.columns.model_dump())
-        train = load_rows(d.source, split=d.train_split, columns=cols,
-                          answer_format=d.answer_format, limit=d.n_train)
-        test = load_rows(d.source, split=d.test_split, columns=cols,
-                         answer_format=d.answer_format, limit=d.n_test)
+        if is_local_file(d.source):
+            # One file holds both: the first n_test rows are held out, the next n_train train.
+            rows = load_rows(d.source, columns=cols, answer_format=d.answer_format,
+                             limit=d.n_test + d.n_train)
+            test, train = rows[:d.n_test], rows[d.n_test:]
+        else:
+            train = load_rows(d.source, split=d.train_split, columns=cols,
+                              answer_format=d.answer_format, limit=d.n_train)
+            test = load_rows(d.source, split=d.test_split, columns=cols,
+                             answer_format=d.answer_format, limit=d.n_test)
+    for name, rows in (("train", train), ("held-out", test)):
+        if not rows:
+            raise ValueError(f"data.source {d.source!r}: the {name} split is empty")
     validate_rows(train, f"{d.source}[{d.train_split}]", max_question_chars=limit)
     validate_rows(test, f"{d.source}[{d.test_split}]", max_question_chars=limit)
     overlap = {p["question"] for p in train} & {p["question"] for p in test}
@@ -76,19 +85,11 @@ def run(cfg: PipelineConfig, layout: Layout) -> tuple[dict[str, Any], dict[str, 
     del model
     metrics, eval_timing = evaluate_policy(cfg, layout.base_policy, test)
     write_json(layout.base_metrics, {"iteration": 0, **metrics})
-    tracking_seconds = 0.0
-    if cfg.tracking.enabled:
-        import time
-
-        from cotflow.tracking import log_warm_start
-
-        t0 = time.perf_counter()
-        log_warm_start(cfg, layout)
-        tracking_seconds = round(time.perf_counter() - t0, 3)
+    write_json(layout.base_curve, [{"iteration": 0, "accuracy": metrics["accuracy"]}])
     stats = {"train_problems": len(train), "test_problems": len(test),
              "warmstart/steps": w.steps if examples else 0,
              "warmstart/final_loss": round(sft["loss"], 6) if sft else None}
     timing = {"warmstart/tokens_per_s": round(sft.get("tokens_per_s", 0.0), 1),
               "warmstart/seconds": round(sft.get("seconds", 0.0), 2),
-              "tracking_seconds": tracking_seconds, **eval_timing}
+              **eval_timing}
     return stats, timing

@@ -15,7 +15,7 @@ from cotflow.records import read_table, write_table
 def run(cfg: PipelineConfig, layout: Layout,
         it: IterationLayout) -> tuple[dict[str, Any], dict[str, Any]]:
     from models.sampler import make_sampler
-    from tasks.common import format_prompt, problems_by_id
+    from tasks.common import format_prompt, iteration_seed, problems_by_id
 
     s = cfg.sample
     allocation = read_table(it.allocation, "allocation")
@@ -30,7 +30,7 @@ def run(cfg: PipelineConfig, layout: Layout,
                            threads=cfg.threads)
     completions = sampler.generate([r["prompt"] for r in rows], max_new_tokens=s.max_new_tokens,
                                    temperature=s.temperature, top_p=s.top_p,
-                                   seed=cfg.seed * 1000 + int(it.key))
+                                   seed=iteration_seed(cfg, it.key))
     for row, c in zip(rows, completions, strict=True):
         row.update(completion=c.text, num_tokens=c.num_tokens, finished=c.finished)
     write_table(it.samples, "samples", rows)

@@ -43,6 +43,7 @@ def run(cfg: PipelineConfig, layout: Layout,
 
     from models.policy import load_policy, save_policy
     from models.torch_trainer import rl_epochs
+    from tasks.common import iteration_seed
 
     t = cfg.train
     torch.set_num_threads(cfg.threads)
@@ -57,7 +58,7 @@ def run(cfg: PipelineConfig, layout: Layout,
                            grad_accum_steps=t.grad_accum_steps, lr=t.lr,
                            warmup_steps=t.warmup_steps,
                            weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm,
-                           clip_eps=t.clip_eps, seed=cfg.seed * 1000 + int(it.key),
+                           clip_eps=t.clip_eps, seed=iteration_seed(cfg, it.key),
                            max_len=cfg.model.max_position_embeddings)
     else:
         log.warning("no accepted samples: the policy is saved unchanged")

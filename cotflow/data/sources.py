@@ -18,6 +18,11 @@ from cotflow.verify.extract import extract_boxed, parse_reference_answer
 ANSWER_FORMATS = ("auto", "gsm8k", "boxed", "plain")
 RECORD_FIELDS = ("id", "question", "solution", "answer", "difficulty")
 _LOCAL_SUFFIXES = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+
+
+def is_local_file(source: str) -> bool:
+    """True if `source` names a local .jsonl/.json/.parquet file rather than a Hub id."""
+    return Path(source).suffix.lower() in _LOCAL_SUFFIXES
 _GSM8K_MARKER = "####"
 
 
