@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
             from cotflow.show import show
 
             print(show(args.artifact, limit=args.limit))
-    except (ValueError, OSError, RuntimeError) as err:
+    except Exception as err:  # noqa: BLE001 - one clear line; COTFLOW_DEBUG=1 for the trace
         if os.environ.get("COTFLOW_DEBUG"):
             raise
         print(f"cotflow: error: {err}", file=sys.stderr)

@@ -4,6 +4,7 @@ workspace (specs/stack-notes.md measured each trap). Values already set win."""
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 
@@ -29,3 +30,9 @@ def apply_defaults(root: Path) -> None:
     }
     for key, value in defaults.items():
         os.environ.setdefault(key, value)
+    # dvc.yaml's commands say `python`: make it this interpreter (the venv's), also when the
+    # venv was not activated, or stages would run under whatever python PATH finds first.
+    bin_dir = str(Path(sys.executable).parent)
+    path = os.environ.get("PATH", "")
+    if path.split(os.pathsep)[0] != bin_dir:
+        os.environ["PATH"] = bin_dir + os.pathsep + path

@@ -5,6 +5,7 @@
                          critiques.parquet judgements.parquet policy/ metrics.json
                          stats/<stage>.json curve.json accuracy.png
                          timing/<stage>.json (untracked)
+    logs/<folder>/<stage>.log  each stage's last log (untracked)
 """
 
 from __future__ import annotations
@@ -77,6 +78,12 @@ class IterationLayout:
 def stats_file(folder: Path, stage: str) -> Path:
     """Deterministic stage statistics: a DVC metric."""
     return folder / "stats" / f"{stage}.json"
+
+
+def log_file(folder: Path, stage: str) -> Path:
+    """The stage's last log: `<root>/logs/<folder name>/<stage>.log`, beside the artifacts
+    rather than in them, so a stage that fails on bad input leaves its outputs untouched."""
+    return folder.parent.parent / "logs" / folder.name / f"{stage}.log"
 
 
 def timing_file(folder: Path, stage: str) -> Path:

@@ -13,11 +13,19 @@ import json
 import logging
 import resource
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
 from cotflow.config import PipelineConfig, load_params
-from cotflow.layout import STAGES, IterationLayout, Layout, stats_file, timing_file
+from cotflow.layout import (
+    STAGES,
+    IterationLayout,
+    Layout,
+    log_file,
+    stats_file,
+    timing_file,
+)
 from cotflow.records import write_json
 
 log = logging.getLogger("cotflow")
@@ -55,11 +63,48 @@ def format_prompt(cfg: PipelineConfig, question: str) -> str:
 
 
 def run_stage(name: str, iteration: str | None, root: Path, params: Path) -> dict[str, Any]:
-    """Load params, run one stage, write its stats JSON last, return the stats."""
+    """Load params, run one stage, write its stats JSON last, return the stats.
+
+    The stage's log also goes to `<folder>/logs/<stage>.log` (untracked), which the Prefect
+    flow forwards to the stage's task run.
+    """
     if name not in ALL_STAGES:
         raise ValueError(f"unknown stage {name!r} (have {', '.join(ALL_STAGES)})")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     cfg = load_params(params)
+    layout = Layout(root)
+    if name == "prepare":
+        if iteration is not None:
+            raise ValueError("prepare takes no --iteration")
+        it_cfg, it, folder = cfg, None, layout.base
+    else:
+        if iteration is None:
+            raise ValueError(f"stage {name} needs --iteration")
+        key = normalize_key(iteration)
+        it_cfg, it = cfg.for_iteration(key), iteration_layout(cfg, root, key)
+        folder = it.dir
+    handler = _log_to_file(log_file(folder, name))
+    try:
+        return _run_logged(name, it_cfg, layout, it, folder)
+    except Exception:
+        # The trace goes to the stage's log file; the console gets the CLI's one-line error.
+        handler.stream.write(f"stage {name} failed:\n{traceback.format_exc()}")
+        raise
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+
+
+def _log_to_file(path: Path) -> logging.Handler:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, mode="w")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    logging.getLogger().addHandler(handler)
+    return handler
+
+
+def _run_logged(name: str, cfg: PipelineConfig, layout: Layout, it: IterationLayout | None,
+                folder: Path) -> dict[str, Any]:
     module = importlib.import_module(f"tasks.{name}")
     t0 = time.perf_counter()
     if name in MODEL_STAGES:
@@ -67,19 +112,7 @@ def run_stage(name: str, iteration: str | None, root: Path, params: Path) -> dic
         import transformers  # noqa: F401
     imports = time.perf_counter() - t0
     t0 = time.perf_counter()
-    if name == "prepare":
-        if iteration is not None:
-            raise ValueError("prepare takes no --iteration")
-        stats, timing = module.run(cfg, Layout(root))
-        folder = Layout(root).base
-    else:
-        if iteration is None:
-            raise ValueError(f"stage {name} needs --iteration")
-        key = normalize_key(iteration)
-        it_cfg = cfg.for_iteration(key)
-        it = iteration_layout(cfg, root, key)
-        stats, timing = module.run(it_cfg, Layout(root), it)
-        folder = it.dir
+    stats, timing = module.run(cfg, layout) if it is None else module.run(cfg, layout, it)
     timing = {**timing, "seconds": round(time.perf_counter() - t0, 3),
               "import_seconds": round(imports, 3),
               "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
@@ -90,10 +123,10 @@ def run_stage(name: str, iteration: str | None, root: Path, params: Path) -> dic
         from cotflow import tracking
 
         t1 = time.perf_counter()
-        if name == "prepare":
-            tracking.log_warm_start(cfg, Layout(root))
+        if it is None:
+            tracking.log_warm_start(cfg, layout)
         else:
-            tracking.log_iteration(it_cfg, Layout(root), it)
+            tracking.log_iteration(cfg, layout, it)
         timing["tracking_seconds"] = round(time.perf_counter() - t1, 3)
         write_json(timing_file(folder, name), timing)
     log.info("%s done: %s %s", name, json.dumps(stats, sort_keys=True), json.dumps(timing))
