@@ -20,7 +20,7 @@ def _write(tmp_path: Path, mutate) -> Path:
 
 def test_shipped_params_are_valid():
     cfg = load_params(ROOT / "params.yaml")
-    assert cfg.iteration_keys() == ["001", "002", "003", "004"]
+    assert cfg.iteration_keys() == ["001", "002", "003", "004", "005"]
     load_params(ROOT / "tests" / "data" / "params.micro.yaml")
 
 
