@@ -14,7 +14,8 @@ import pytest
 import yaml
 from safetensors.torch import load_file
 
-from tests.conftest import make_workspace, micro_params
+from cotflow.workspace import make_workspace
+from tests.conftest import micro_params
 
 pytestmark = pytest.mark.slow
 STAGES = ["prepare"] + [f"{s}@{k}" for k in ("001", "002") for s in

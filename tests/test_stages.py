@@ -11,8 +11,9 @@ from safetensors.torch import load_file
 from cotflow.config import load_params
 from cotflow.layout import Layout
 from cotflow.records import read_json, read_table, rows_of, write_table
+from cotflow.workspace import make_workspace
 from tasks.common import iteration_layout, run_stage
-from tests.conftest import make_workspace, micro_params
+from tests.conftest import micro_params
 
 
 @pytest.fixture(scope="module")
