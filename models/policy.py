@@ -70,3 +70,9 @@ def save_policy(model: Any, tokenizer: Any, path: Path) -> Path:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
     return path
+
+
+def context_length(model: Any, cfg: Any) -> int:
+    """Tokens the loaded model can attend over (a Hub model's own, not the tiny model's knob)."""
+    return int(getattr(model.config, "max_position_embeddings", None)
+               or cfg.model.max_position_embeddings)

@@ -97,6 +97,10 @@ def optimize(
             steps += 1
             pending = 0
     if pending:
+        # A short last accumulation: rescale so its step is a mean over what it saw.
+        for param in model.parameters():
+            if param.grad is not None:
+                param.grad.mul_(grad_accum_steps / pending)
         sums["grad_norm"] = sums.get("grad_norm", 0.0) + _step(
             model, optimizer, max_grad_norm, lr_at(steps) if lr_at else None)
         steps += 1
@@ -199,7 +203,7 @@ def rl_epochs(model, tokenizer, examples: Sequence[Example], *, algorithm: str, 
 def _old_logprobs(model, encoded, advantages, micro_batch_size: int,
                   pad_id: int) -> dict[int, torch.Tensor]:
     """log-probs of the policy as it was when the stage started, per example."""
-    model.eval()
+    model.train(False)
     out: dict[int, torch.Tensor] = {}
     for s in range(0, len(encoded), micro_batch_size):
         idx = list(range(s, min(s + micro_batch_size, len(encoded))))

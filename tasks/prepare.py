@@ -56,7 +56,7 @@ def load_splits(cfg: PipelineConfig) -> tuple[list[dict], list[dict]]:
 def run(cfg: PipelineConfig, layout: Layout) -> tuple[dict[str, Any], dict[str, Any]]:
     import torch
 
-    from models.policy import build_tiny_policy, load_policy, save_policy
+    from models.policy import build_tiny_policy, context_length, load_policy, save_policy
     from models.torch_trainer import Example, sft_steps
     from tasks.common import format_prompt
     from tasks.evaluate import evaluate_policy
@@ -80,7 +80,7 @@ def run(cfg: PipelineConfig, layout: Layout) -> tuple[dict[str, Any], dict[str, 
         sft = sft_steps(model, tokenizer, examples, steps=w.steps, batch_size=w.batch_size,
                         lr=w.lr, warmup_steps=w.warmup_steps, weight_decay=w.weight_decay,
                         max_grad_norm=w.max_grad_norm, seed=cfg.seed,
-                        max_len=cfg.model.max_position_embeddings)
+                        max_len=context_length(model, cfg))
     save_policy(model, tokenizer, layout.base_policy)
     del model
     metrics, eval_timing = evaluate_policy(cfg, layout.base_policy, test)

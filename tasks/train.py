@@ -41,7 +41,7 @@ def run(cfg: PipelineConfig, layout: Layout,
         it: IterationLayout) -> tuple[dict[str, Any], dict[str, Any]]:
     import torch
 
-    from models.policy import load_policy, save_policy
+    from models.policy import context_length, load_policy, save_policy
     from models.torch_trainer import rl_epochs
     from tasks.common import iteration_seed
 
@@ -59,7 +59,7 @@ def run(cfg: PipelineConfig, layout: Layout,
                            warmup_steps=t.warmup_steps,
                            weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm,
                            clip_eps=t.clip_eps, seed=iteration_seed(cfg, it.key),
-                           max_len=cfg.model.max_position_embeddings)
+                           max_len=context_length(model, cfg))
     else:
         log.warning("no accepted samples: the policy is saved unchanged")
     save_policy(model, tokenizer, it.policy)
