@@ -42,10 +42,7 @@ def main(argv: list[str] | None = None) -> int:
             os.chdir(root)
             run_stage(args.name, args.iteration, root, params)
         elif args.command == "run":
-            from cotflow.config import load_params
-
-            load_params(params)  # refuse bad params before Prefect starts
-            from flows.pipeline import run_pipeline
+            from flows.pipeline import run_pipeline  # validates params before anything runs
 
             metrics = run_pipeline(root)
             print("final held-out metrics: " + ", ".join(

@@ -76,10 +76,9 @@ def start_parent(cfg: PipelineConfig, root: Path, *, run_name: str | None = None
     return run.info.run_id
 
 
-def resolve_parent(cfg: PipelineConfig, root: Path) -> str:
+def resolve_parent(cfg: PipelineConfig, root: Path, client, exp_id: str) -> str:
     if os.environ.get(PARENT_ENV):
         return os.environ[PARENT_ENV]
-    client, exp_id = _client(cfg, root)
     found = client.search_runs(
         [exp_id], filter_string=f"tags.`cotflow.pipeline_key` = '{pipeline_key(root)}'",
         order_by=["attributes.start_time DESC"], max_results=1)
@@ -120,8 +119,8 @@ def collect_iteration(it: IterationLayout) -> dict[str, float]:
 
 
 def log_warm_start(cfg: PipelineConfig, layout: Layout) -> None:
-    client, _ = _client(cfg, layout.root)
-    parent = resolve_parent(cfg, layout.root)
+    client, exp_id = _client(cfg, layout.root)
+    parent = resolve_parent(cfg, layout.root, client, exp_id)
     values = _numeric("evaluate", read_json(layout.base_metrics))
     client.log_batch(parent, metrics=_metric_list(values, step=0))
     client.log_artifact(parent, str(layout.base_metrics))
@@ -146,7 +145,7 @@ def _metric_list(values: dict[str, float], step: int):
 def log_iteration(cfg: PipelineConfig, layout: Layout, it: IterationLayout) -> str:
     """Log iteration `it` as a child run of the pipeline's parent; return the child's id."""
     client, exp_id = _client(cfg, layout.root)
-    parent = resolve_parent(cfg, layout.root)
+    parent = resolve_parent(cfg, layout.root, client, exp_id)
     step = int(it.key)
     tags = {"mlflow.parentRunId": parent, "cotflow.iteration": it.key,
             "cotflow.algorithm": cfg.iterations[it.key].algorithm,

@@ -29,23 +29,24 @@ def load_splits(cfg: PipelineConfig) -> tuple[list[dict], list[dict]]:
         from cotflow.data.arithmetic import make_splits
 
         train, test = make_splits(d.n_train, d.n_test, cfg.seed, d.difficulties)
+        validate_rows(train + test, "builtin", max_question_chars=limit)
     else:
         cols = ColumnMap(**d.columns.model_dump())
         if is_local_file(d.source):
             # One file holds both: the first n_test rows are held out, the next n_train train.
             rows = load_rows(d.source, columns=cols, answer_format=d.answer_format,
-                             limit=d.n_test + d.n_train)
+                             limit=d.n_test + d.n_train, max_question_chars=limit)
             test, train = rows[:d.n_test], rows[d.n_test:]
         else:
             train = load_rows(d.source, split=d.train_split, columns=cols,
-                              answer_format=d.answer_format, limit=d.n_train)
+                              answer_format=d.answer_format, limit=d.n_train,
+                              max_question_chars=limit)
             test = load_rows(d.source, split=d.test_split, columns=cols,
-                             answer_format=d.answer_format, limit=d.n_test)
+                             answer_format=d.answer_format, limit=d.n_test,
+                             max_question_chars=limit)
     for name, rows in (("train", train), ("held-out", test)):
         if not rows:
             raise ValueError(f"data.source {d.source!r}: the {name} split is empty")
-    validate_rows(train, f"{d.source}[{d.train_split}]", max_question_chars=limit)
-    validate_rows(test, f"{d.source}[{d.test_split}]", max_question_chars=limit)
     overlap = {p["question"] for p in train} & {p["question"] for p in test}
     if overlap:
         raise ValueError(f"{d.source}: {len(overlap)} held-out questions also appear in the "
