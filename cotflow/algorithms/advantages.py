@@ -42,7 +42,8 @@ def group_advantages(
     check_choice("std", std, STD_MODES)
     check_choice("singleton", singleton, ("zero", "raw"))
     if rewards.dim() != 1 or rewards.numel() == 0:
-        raise ValueError(f"rewards must be a non-empty 1-D tensor, got shape {tuple(rewards.shape)}")
+        raise ValueError(
+            f"rewards must be a non-empty 1-D tensor, got shape {tuple(rewards.shape)}")
     if eps < 0:
         raise ValueError(f"eps={eps} must be >= 0")
     out_dtype = rewards.dtype if rewards.is_floating_point() else torch.get_default_dtype()

@@ -30,14 +30,15 @@ def token_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return torch.log_softmax(logits.float(), dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
 
 
-def _masked(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def apply_mask(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """values where mask is set, 0 elsewhere (same shape)."""
     # where, not multiply: a padded position may hold inf/nan (e.g. log 0), and 0 * inf = nan.
     return torch.where(mask.bool(), values, torch.zeros((), dtype=values.dtype))
 
 
 def token_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Sum of values over masked tokens / number of masked tokens (0 if none)."""
-    return _masked(values, mask).sum() / mask.to(values.dtype).sum().clamp(min=1.0)
+    return apply_mask(values, mask).sum() / mask.to(values.dtype).sum().clamp(min=1.0)
 
 
 def aggregate(
@@ -65,7 +66,7 @@ def aggregate(
                          "same (B, T) shape")
     if mode == "token-mean":
         return token_mean(values, mask)
-    row_sums = _masked(values, mask).sum(dim=-1)
+    row_sums = apply_mask(values, mask).sum(dim=-1)
     if mode == "seq-mean-token-mean":
         row_sums = row_sums / mask.to(values.dtype).sum(dim=-1).clamp(min=1.0)
     elif mode == "seq-mean-token-sum-norm":
