@@ -27,6 +27,8 @@ def group_advantages(
 ) -> torch.Tensor:
     """Advantages of one group: (r - mean) / (std + eps), or r - mean when std="none".
 
+    GRPO arXiv 2402.03300; Dr.GRPO (std="none") arXiv 2503.20783; spec §1.2-1.3.
+
     Args:
         rewards: (G,) rewards of the G responses to one prompt.
         std: "sample" (unbiased, N-1: verl, TRL), "population" (N: NFT's GRPO equivalence,
@@ -81,7 +83,7 @@ def grouped_advantages(
     rewards: Sequence[float], groups: Sequence[Hashable], *, std: StdMode, eps: float,
     singleton: Literal["zero", "raw"] = "zero",
 ) -> list[float]:
-    """`group_advantages` within each group id; per-sample values in input order.
+    """`group_advantages` within each group id; per-sample values in input order (arXiv 2402.03300).
 
     Args:
         rewards: N rewards. groups: N group ids (usually the prompt id).
@@ -100,9 +102,10 @@ def _all_equal(values: list[float]) -> bool:
 
 
 def zero_variance_share(rewards: Sequence[float], groups: Sequence[Hashable]) -> float:
-    """Share of groups whose rewards are all equal (std = 0; a group of one counts).
+    """Share in [0, 1] of groups whose rewards are all equal (std = 0; a group of one counts).
 
-    These groups carry no GRPO signal (Â = 0); spec §6 asks every iteration to log this.
+    These groups carry no GRPO signal (Â = 0; arXiv 2402.03300); spec §6 asks every
+    iteration to log this. rewards, groups: N values each.
     """
     by_group = _grouped_rewards(rewards, groups)
     if not by_group:
@@ -112,7 +115,8 @@ def zero_variance_share(rewards: Sequence[float], groups: Sequence[Hashable]) ->
 
 
 def informative_groups(rewards: Sequence[float], groups: Sequence[Hashable]) -> set:
-    """Group ids whose rewards are not all equal (std > 0)."""
+    """Group ids whose rewards are not all equal (std > 0): those DAPO's dynamic sampling keeps
+    (arXiv 2503.14476). rewards, groups: N values each."""
     return {g for g, idx in _grouped_rewards(rewards, groups).items()
             if not _all_equal([float(rewards[i]) for i in idx])}
 

@@ -13,7 +13,7 @@ __all__ = ["informative_groups", "overlong_penalty"]
 
 
 def overlong_penalty(length: int, *, max_len: int, cache_len: int) -> float:
-    """Soft overlong punishment R_len(|y|), added to the correctness reward.
+    """Soft overlong punishment R_len(|y|) of DAPO (arXiv 2503.14476), added to the reward.
 
     0 for |y| <= L_max - L_cache; ((L_max - L_cache) - |y|) / L_cache, falling linearly
     from 0 to -1, for L_max - L_cache < |y| <= L_max; -1 beyond L_max.

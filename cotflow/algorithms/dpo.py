@@ -17,7 +17,8 @@ from cotflow.algorithms.losses import apply_mask
 
 
 def sequence_logprob(token_logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """log π(y|x) = Σ of token log-probs over response tokens: (B, T), (B, T) -> (B,)."""
+    """log π(y|x) = Σ of token log-probs over response tokens (as DPO, arXiv 2305.18290, needs):
+    token_logprobs (B, T), mask (B, T) -> (B,)."""
     return apply_mask(token_logprobs, mask).sum(dim=-1)
 
 
@@ -25,7 +26,7 @@ def dpo_loss(
     chosen_logp: torch.Tensor, rejected_logp: torch.Tensor, ref_chosen_logp: torch.Tensor,
     ref_rejected_logp: torch.Tensor, *, beta: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean DPO loss over P pairs, softplus(-z) = log(1 + e^{-z}), and z per pair.
+    """Mean DPO loss (arXiv 2305.18290) over P pairs, softplus(-z) = log(1 + e^{-z}), z per pair.
 
     Args:
         all (P,) sequence log-probs (`sequence_logprob`); the ref ones carry no gradient.
@@ -52,7 +53,8 @@ def _balanced_pairs(n_long: int, n_short: int) -> list[tuple[int, int]]:
 def build_pairs(
     prompt_ids: Sequence[str], rewards: Sequence[float], *, max_pairs_per_prompt: int, seed: int,
 ) -> list[tuple[int, int]]:
-    """(chosen, rejected) index pairs from verified rollouts.
+    """(chosen, rejected) index pairs from verified rollouts for DPO (arXiv 2305.18290; VerIPO
+    builds its pairs from GRPO rollouts, arXiv 2505.19000). prompt_ids, rewards: N each.
 
     Rule: within each prompt, chosen ∈ {reward > 0} (correct), rejected ∈ {reward <= 0}.
     Both lists are shuffled by an RNG seeded with (seed, prompt id), so a prompt's pairs do

@@ -46,6 +46,8 @@ def aggregate(
 ) -> torch.Tensor:
     """Reduce per-token losses (B, T) under the response mask (B, T) to a scalar.
 
+    GRPO arXiv 2402.03300, DAPO arXiv 2503.14476, Dr.GRPO arXiv 2503.20783 (spec §1.5):
+
     | mode | formula |
     | token-mean | Σ_i Σ_t m L / Σ_i Σ_t m (DAPO, verl default, RAFT++) |
     | seq-mean-token-mean | (1/B) Σ_i (Σ_t m L) / (Σ_t m) (GRPO, TRL) |
@@ -95,7 +97,8 @@ def clipped_surrogate_tokens(
     logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor, *,
     eps_low: float, eps_high: float, dual_clip: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-token PPO clipped surrogate loss, ρ = exp(logprobs - old_logprobs):
+    """Per-token PPO clipped surrogate loss (arXiv 1707.06347; clip-higher arXiv 2503.14476;
+    dual clip arXiv 1912.09729), ρ = exp(logprobs - old_logprobs):
 
         L = max(-A·ρ, -A·clip(ρ, 1-ε_low, 1+ε_high));  with dual_clip = c > 1 and A < 0,
         L = min(L, -A·c)  (verl's dual clip: bounds the loss of a negative-advantage token
@@ -166,6 +169,8 @@ def k3_kl(
 
 def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
     """Entropy of the softmax over the last axis, in float32: (B, T, V) -> (B, T).
+
+    Logged by every iteration (spec algorithms-b §6; RAFT++ entropy collapse, arXiv 2504.11343).
 
     -Σ p log p with log p from log_softmax (stable for large logits); positions with
     p = 0 (e.g. logits of -inf) contribute 0, and a 0 gradient, rather than nan.

@@ -28,7 +28,8 @@ NORMALIZE_MODES = (0, 1, 2)
 
 
 def clamp_ste(x: torch.Tensor, min_value: float) -> torch.Tensor:
-    """Forward max(x, min_value); backward passes the gradient of x straight through.
+    """Forward max(x, min_value); backward passes the gradient of x straight through (NFT,
+    arXiv 2505.18116). Any shape.
 
     Not a clip: where x < min_value the value is replaced but ∂/∂x stays 1.
     """
@@ -40,7 +41,8 @@ def r_hat_of(correct_fraction: float) -> float: ...
 @overload
 def r_hat_of(correct_fraction: torch.Tensor) -> torch.Tensor: ...
 def r_hat_of(correct_fraction: float | torch.Tensor) -> float | torch.Tensor:
-    """r̂ = fraction of the group correct, clamped to [0.02, 0.98] (float or tensor of any shape).
+    """r̂ = fraction of the group correct, clamped to [0.02, 0.98] (float or tensor of any shape;
+    NFT, arXiv 2505.18116).
 
     Raises ValueError if any fraction is <= 0 or >= 1: the implicit negative policy divides
     by 1 - r̂ and a group with no positive (or no negative) sample has no NFT signal. The
@@ -59,8 +61,10 @@ def r_hat_of(correct_fraction: float | torch.Tensor) -> float | torch.Tensor:
 
 
 def prompt_weight(r_hat: torch.Tensor, normalize: Literal[0, 1, 2]) -> torch.Tensor:
-    """Per-prompt weight ω(r̂), same shape as r_hat: 0 -> 1; 1 -> 1 - r̂ (Dr.GRPO-matching,
-    the paper's default); 2 -> √((1 - r̂)/r̂) (GRPO-with-population-std-matching)."""
+    """Per-prompt weight ω(r̂) of NFT (arXiv 2505.18116), same shape as r_hat.
+
+    0 -> 1; 1 -> 1 - r̂ (Dr.GRPO-matching, the paper's default); 2 -> √((1 - r̂)/r̂)
+    (GRPO-with-population-std-matching)."""
     check_choice("normalize", normalize, NORMALIZE_MODES)
     if normalize == 0:
         return torch.ones_like(r_hat)
@@ -74,7 +78,7 @@ def nft_token_loss(
     r_hat: torch.Tensor, *, normalize: Literal[0, 1, 2], neg_weight: float,
     clamp_positive: float, clamp_negative: float, ratio_cap: float = 10.0,
 ) -> torch.Tensor:
-    """Per-token NFT loss ℓ_t (no reduction, unmasked; reduce with `nft_reduce`).
+    """Per-token NFT loss ℓ_t (arXiv 2505.18116, spec §4.2; unmasked, reduce with `nft_reduce`).
 
     Args:
         logprobs: (B, T) log π_θ of the taken tokens. old_logprobs: (B, T) under π_old.
@@ -117,7 +121,7 @@ def nft_token_loss(
 def nft_reduce(
     per_token: torch.Tensor, mask: torch.Tensor, *, normalizer: float = 1000.0,
 ) -> torch.Tensor:
-    """NFT's reference reduction: Σ over sequences and masked tokens / normalizer (1000).
+    """NFT's reference reduction (arXiv 2505.18116): Σ over sequences and masked tokens / 1000.
 
     No division by batch size or token count (spec §4.2 "reduction quirk"); gradient-norm
     clipping bounds the step. per_token, mask: (B, T) -> scalar.

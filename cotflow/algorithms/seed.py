@@ -27,7 +27,8 @@ SCALE_FNS = ("reciprocal", "linear")
 def cluster_answers(
     answers: Sequence[str | None], equivalent: Callable[[str, str], bool],
 ) -> list[int]:
-    """Greedy semantic clustering of a group's extracted final answers.
+    """Greedy semantic clustering of a group's extracted final answers (SEED-GRPO,
+    arXiv 2505.12346; bidirectional-equivalence clustering of arXiv 2302.09664).
 
     Each answer joins the first existing cluster whose representative (its first member) is
     `equivalent` to it, else opens a new one; None (no extractable answer) is always a
@@ -61,7 +62,7 @@ def _logsumexp(xs: Sequence[float]) -> float:
 def cluster_probabilities(
     cluster_ids: Sequence[int], *, weighting: Weighting, logliks: Sequence[float] | None,
 ) -> list[float]:
-    """Mass p(C_k) of each cluster, normalised over the G samples of the group.
+    """Mass p(C_k) of each cluster, normalised over the G samples (arXiv 2505.12346 §2.2).
 
     "frequency": |C_k| / G. "seq_prob" / "mean_token_prob": p_k = Σ_{i∈C_k} exp(ℓ_i) /
     Σ_j exp(ℓ_j), with ℓ_i the sequence log-likelihood under π_old, or its mean per token
@@ -88,7 +89,7 @@ def cluster_probabilities(
 
 
 def semantic_entropy(probs: Sequence[float], *, estimator: Estimator) -> float:
-    """Semantic entropy of the cluster masses `probs` (K values summing to 1), in nats.
+    """Semantic entropy (arXiv 2302.09664) of the K cluster masses `probs`, in nats.
 
     "rao": -Σ_k p_k log p_k (what the reference implementation reportedly computes).
     "mc": -(1/K) Σ_k log p_k (the paper's Eq. 5); it needs every p_k > 0.
@@ -106,7 +107,7 @@ def semantic_entropy(probs: Sequence[float], *, estimator: Estimator) -> float:
 
 
 def seed_scale(se: float, group_size: int, *, alpha: float, f: ScaleFn) -> float:
-    """Advantage multiplier from the semantic entropy, normalised by SE_max = ln G.
+    """SEED-GRPO advantage multiplier (arXiv 2505.12346), SE normalised by SE_max = ln G.
 
     "reciprocal": 1 / (1 + α·SE/ln G) (reference; α = 0.0417). "linear": 1 - α·SE/ln G,
     floored at 0 so a shrink never flips an advantage's sign (a choice of ours: the MC
@@ -126,7 +127,9 @@ def seed_advantages(
     rewards: Sequence[float], cluster_ids: Sequence[int], *, weighting: Weighting,
     logliks: Sequence[float] | None, estimator: Estimator, alpha: float, f: ScaleFn,
 ) -> list[float]:
-    """One group's SEED-GRPO advantages: (r_i - r̄) · seed_scale(SE). Lists of length G."""
+    """One group's SEED-GRPO advantages (arXiv 2505.12346): (r_i - r̄) · seed_scale(SE).
+
+    rewards, cluster_ids, logliks: G values each; returns G values."""
     if len(rewards) != len(cluster_ids):
         raise ValueError(f"{len(rewards)} rewards but {len(cluster_ids)} cluster ids")
     probs = cluster_probabilities(cluster_ids, weighting=weighting, logliks=logliks)
