@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,15 @@ PARENT_ENV = "COTFLOW_PARENT_RUN_ID"
 def tracking_uri(cfg: PipelineConfig, root: Path) -> str:
     return cfg.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI") or (
         f"sqlite:///{Path(root).resolve() / 'mlflow.db'}")
+
+
+_NAME_UNSAFE = re.compile(r"[^\w\-. :/]")
+
+
+def mlflow_key(key: str) -> str:
+    """MLflow names allow alphanumerics and _-. :/ only: `algorithms.raft++.clip_eps`
+    is logged as `algorithms.raft_plus_plus.clip_eps`."""
+    return _NAME_UNSAFE.sub(lambda m: "_plus" if m.group() == "+" else "_", key)
 
 
 def _client(cfg: PipelineConfig, root: Path):
@@ -69,7 +79,7 @@ def start_parent(cfg: PipelineConfig, root: Path, *, run_name: str | None = None
     run = client.create_run(exp_id, run_name=run_name or "pipeline", tags=tags)
     from mlflow.entities import Param
 
-    items = sorted(flatten(cfg).items())
+    items = sorted((mlflow_key(k), v) for k, v in flatten(cfg).items())
     for i in range(0, len(items), 100):  # log_batch takes at most 100 params
         client.log_batch(run.info.run_id,
                          params=[Param(k, v[:6000]) for k, v in items[i:i + 100]])

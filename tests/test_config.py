@@ -100,3 +100,36 @@ def test_unquoted_iteration_keys_say_to_quote(tmp_path):
     p.write_text(text)
     with pytest.raises(ConfigError, match="quote iteration keys"):
         load_params(p)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "needle"),
+    [
+        (lambda r: r["algorithms"]["grpo"].update(kind="ppo"), "algorithms.grpo"),
+        (lambda r: r["algorithms"]["grpo"].update(advantage_std="mad"),
+         "algorithms.grpo.grpo.advantage_std"),
+        (lambda r: r["algorithms"]["dapo"].pop("eps_high"), "eps_high: missing key"),
+        (lambda r: r["algorithms"]["nft"].update(normalize=3), "algorithms.nft.nft.normalize"),
+        (lambda r: r["algorithms"]["dpo"].update(beta=0), "algorithms.dpo.dpo.beta"),
+        (lambda r: r["algorithms"]["seed-grpo"]["semantic_entropy"].update(f="cubic"),
+         "semantic_entropy.f"),
+        (lambda r: r["iterations"]["002"].update(algorithm="my-grpo"),
+         "iterations.002.algorithm 'my-grpo' is not a key of algorithms"),
+    ],
+)
+def test_bad_algorithm_settings_name_the_key(tmp_path, mutate, needle):
+    with pytest.raises(ConfigError) as err:
+        load_params(_write(tmp_path, mutate))
+    assert needle in str(err.value)
+
+
+def test_overrides_change_one_algorithm_setting(tmp_path):
+    def mutate(r):
+        r["iterations"]["002"].update(algorithm="dapo", overrides={
+            "algorithms": {"dapo": {"eps_high": 0.3}}, "sample": {"dynamic_sampling_rounds": 1}})
+
+    cfg = load_params(_write(tmp_path, mutate))
+    dapo = cfg.for_iteration("002").algorithm("002")
+    assert dapo.eps_high == 0.3 and dapo.eps_low == 0.2 and dapo.reward_incorrect == -1.0
+    assert cfg.algorithm("002").eps_high == 0.28
+    assert cfg.for_iteration("002").sample.dynamic_sampling_rounds == 1
