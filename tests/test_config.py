@@ -40,6 +40,16 @@ def test_shipped_params_are_valid():
         (lambda r: r["iterations"].update({"7": {"algorithm": "raft", "prev": "iter-003"}}),
          "iterations must be '001', '002'"),
         (lambda r: r["iterations"]["001"].update(algorithm="ppo"), "iterations.001.algorithm"),
+        (lambda r: r["allocate"].update(method="best"), "allocate.method"),
+        (lambda r: r["allocate"]["gvm"].update(probe="cache"), "allocate.gvm.probe"),
+        (lambda r: r["allocate"]["gvm"].update(filter_threshold=2.0),
+         "allocate.gvm.filter_threshold"),
+        (lambda r: r["allocate"]["gvm"].update(cap=0), "allocate.gvm.cap"),
+        (lambda r: r["allocate"]["gvm"].update(grad_params=[]), "allocate.gvm.grad_params"),
+        (lambda r: r["allocate"].update(method="gvm", gvm={**r["allocate"]["gvm"], "floor": 3}),
+         "gvm.floor 3 × 4096 prompts exceeds the budget 8192"),
+        (lambda r: r["allocate"].update(method="gvm", gvm={**r["allocate"]["gvm"], "cap": 1}),
+         "gvm.cap 1 × 4096 prompts is below the budget 8192"),
     ],
 )
 def test_bad_params_name_the_key(tmp_path, mutate, needle):
