@@ -3,6 +3,7 @@
     cotflow run                        the pipeline as a Prefect flow (DVC decides what is stale)
     cotflow stage NAME --iteration K   one stage in this process (what dvc.yaml runs)
     cotflow show ARTIFACT              print a parquet or JSON artifact
+    cotflow preset NAME                apply presets/NAME.yaml to params.yaml (e.g. gvm-raft)
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ def _parser() -> argparse.ArgumentParser:
     sh = sub.add_parser("show", help="print an artifact")
     sh.add_argument("artifact", type=Path)
     sh.add_argument("--limit", type=int, default=20)
+    pr = sub.add_parser("preset", help="apply a ready-made pipeline to params.yaml")
+    pr.add_argument("name")
     return p
 
 
@@ -47,6 +50,11 @@ def main(argv: list[str] | None = None) -> int:
             metrics = run_pipeline(root)
             print("final held-out metrics: " + ", ".join(
                 f"{k}={v}" for k, v in metrics.items() if k != "iteration"))
+        elif args.command == "preset":
+            from cotflow.presets import write_preset
+
+            write_preset(params, args.name)
+            print(f"params.yaml: preset {args.name} applied")
         elif args.command == "show":
             from cotflow.show import show
 

@@ -110,3 +110,20 @@ def test_unquoted_iteration_keys_say_to_quote(tmp_path):
     p.write_text(text)
     with pytest.raises(ConfigError, match="quote iteration keys"):
         load_params(p)
+
+
+def test_gvm_raft_preset(tmp_path):
+    import shutil
+
+    from cotflow.presets import apply_preset, available, write_preset
+
+    assert "gvm-raft" in available()
+    params = tmp_path / "params.yaml"
+    shutil.copy(ROOT / "params.yaml", params)
+    write_preset(params, "gvm-raft")
+    cfg = load_params(params)
+    assert cfg.allocate.method == "gvm" and cfg.allocate.gvm.probe_n == 8
+    assert {it.algorithm for it in cfg.iterations.values()} == {"raft++"}
+    assert cfg.allocate.budget == cfg.allocate.n * cfg.allocate.prompts_per_iteration
+    with pytest.raises(ConfigError, match="unknown"):
+        apply_preset({}, "nope")
