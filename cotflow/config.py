@@ -83,10 +83,44 @@ class WarmstartConfig(_Section):
     max_grad_norm: PosFloat
 
 
+class GvmConfig(_Section):
+    """GVM budgets (specs/algorithms-a.md §1): probe, estimate p_i and G_i, allocate n_i."""
+
+    probe: Literal["sample", "reuse"]  # reuse: the previous iteration's samples where it has some
+    probe_n: PosInt  # N': probe samples per prompt
+    budget: PosInt | None  # N: samples per iteration; None: n × prompts_per_iteration
+    alpha: NonNegFloat
+    beta: float
+    filter_threshold: Annotated[float, Field(ge=0, le=1)]  # drop prompts with p_i above it
+    filter_insufficient: NonNegFloat  # drop prompts expecting fewer accepted samples (0: off)
+    floor: NonNegInt  # at least this many samples per prompt
+    cap: PosInt | None  # at most this many (None: no cap)
+    grad_params: list[str] = Field(min_length=1)  # parameter-name substrings for G_i
+    grad_batch_size: PosInt
+
+
 class AllocateConfig(_Section):
-    method: Literal["uniform"]
+    method: Literal["uniform", "gvm"]
     prompts_per_iteration: PosInt
     n: PosInt
+    gvm: GvmConfig
+
+    @property
+    def budget(self) -> int:
+        """Samples this iteration draws: the same for both methods unless gvm.budget says."""
+        return self.gvm.budget or self.n * self.prompts_per_iteration
+
+    @model_validator(mode="after")
+    def _box_fits(self) -> AllocateConfig:
+        g, k = self.gvm, self.prompts_per_iteration
+        if g.cap is not None and g.cap < g.floor:
+            raise ValueError(f"gvm.cap {g.cap} is below gvm.floor {g.floor}")
+        if self.method == "gvm" and g.floor * k > self.budget:
+            raise ValueError(f"gvm.floor {g.floor} × {k} prompts exceeds the budget "
+                             f"{self.budget}")
+        if self.method == "gvm" and g.cap is not None and g.cap * k < self.budget:
+            raise ValueError(f"gvm.cap {g.cap} × {k} prompts is below the budget {self.budget}")
+        return self
 
 
 class SampleConfig(_Section):

@@ -28,6 +28,10 @@ PRESETS: dict[str, tuple[str, bool, dict[str, dict[str, Any]]]] = {
     "seed-grpo": ("seed-grpo", True, {}),
     "nft": ("nft", True, {}),
     "dpo": ("dpo", True, {}),
+    # GVM (specs/algorithms-a.md §1): the same budget, spent per prompt where it lowers the
+    # gradient's variance most, after a probe of allocate.gvm.probe_n samples per prompt.
+    "gvm-raft": ("raft++", False, {"allocate": {"method": "gvm"}}),
+    "gvm-grpo": ("grpo", True, {"allocate": {"method": "gvm"}}),
 }
 
 
@@ -45,7 +49,8 @@ def iterations_for(cfg: PipelineConfig, names: list[str]) -> dict[str, dict[str,
             if prompts < 1:
                 raise ConfigError(f"preset {name}: a sample budget of {budget} is below one "
                                   f"group of {GROUP_SIZE}")
-            overrides["allocate"] = {"prompts_per_iteration": prompts, "n": GROUP_SIZE}
+            overrides["allocate"] = {**overrides.get("allocate", {}),
+                                     "prompts_per_iteration": prompts, "n": GROUP_SIZE}
         entry: dict[str, Any] = {"algorithm": algorithm,
                                  "prev": "base" if i == 0 else f"iter-{i:03d}"}
         if overrides:

@@ -152,6 +152,38 @@ def _metric_list(values: dict[str, float], step: int):
     return [Metric(k, v, now, step) for k, v in sorted(values.items())]
 
 
+def _log_budget(client, run_id: str, it: IterationLayout) -> None:
+    """GVM's per-prompt p_i, G_i, n_i: their histograms (PNG) and the table itself."""
+    import tempfile
+
+    from cotflow.records import read_table
+
+    if not it.budget.is_file():
+        return
+    budget = read_table(it.budget, "budget")
+    if not budget["prompt_id"]:
+        return  # uniform allocation: nothing behind it
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(10, 3), dpi=100)
+    for ax, key, label in zip(axes, ("p", "G", "n"), ("acceptance rate p_i",
+                              "gradient norm G_i", "samples n_i"), strict=True):
+        ax.hist(budget[key], bins=min(30, max(5, len(budget[key]) // 4)))
+        ax.set_xlabel(label)
+        ax.set_ylabel("prompts")
+    fig.suptitle(f"iteration {it.key}: GVM budget over {len(budget['p'])} prompts")
+    fig.tight_layout()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "budget_histograms.png"
+        fig.savefig(path, format="png")
+        client.log_artifact(run_id, str(path), "allocation")
+    plt.close(fig)
+    client.log_artifact(run_id, str(it.budget), "allocation")
+
+
 def log_iteration(cfg: PipelineConfig, layout: Layout, it: IterationLayout) -> str:
     """Log iteration `it` as a child run of the pipeline's parent; return the child's id."""
     client, exp_id = _client(cfg, layout.root)
@@ -177,6 +209,7 @@ def log_iteration(cfg: PipelineConfig, layout: Layout, it: IterationLayout) -> s
         client.log_batch(run_id, metrics=_metric_list(chunk, step))
     client.log_artifact(run_id, str(it.metrics))
     client.log_artifact(run_id, str(it.plot))
+    _log_budget(client, run_id, it)
     evaluate_only = {k: v for k, v in metrics.items() if k.startswith(("evaluate/", "verify/"))}
     client.log_batch(parent, metrics=_metric_list(evaluate_only, step))
     client.log_artifact(parent, str(it.plot))

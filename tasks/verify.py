@@ -34,18 +34,25 @@ def rewards_of(v: VerifyConfig, pool, golds: Sequence[str],
     return grades, rewards, wrong_steps
 
 
-def run(cfg: PipelineConfig, layout: Layout,
-        it: IterationLayout) -> tuple[dict[str, Any], dict[str, Any]]:
+def grade(cfg: PipelineConfig, golds: Sequence[str],
+          completions: Sequence[str]) -> tuple[list[Grade], list[float], list[bool]]:
+    """`rewards_of` in a verifier pool of its own."""
     from cotflow.verify.pool import VerifierPool
-    from tasks.common import problems_by_id
 
     v = cfg.verify
+    with VerifierPool(workers=v.workers, timeout_s=v.timeout_s, memory_mb=v.memory_mb) as pool:
+        return rewards_of(v, pool, golds, completions)
+
+
+def run(cfg: PipelineConfig, layout: Layout,
+        it: IterationLayout) -> tuple[dict[str, Any], dict[str, Any]]:
+    from tasks.common import problems_by_id
+
     samples = read_table(it.samples, "samples")
     problems = problems_by_id(layout.train_set)
     golds = [problems[pid]["answer"] for pid in samples["prompt_id"]]
     t0 = time.perf_counter()
-    with VerifierPool(workers=v.workers, timeout_s=v.timeout_s, memory_mb=v.memory_mb) as pool:
-        grades, rewards, wrong_steps = rewards_of(v, pool, golds, samples["completion"])
+    grades, rewards, wrong_steps = grade(cfg, golds, samples["completion"])
     seconds = time.perf_counter() - t0
     write_table(it.verdicts, "verdicts", {
         "prompt_id": samples["prompt_id"], "sample_idx": samples["sample_idx"],
