@@ -71,6 +71,7 @@ def _policy_gradient(cfg: PipelineConfig, layout: Layout, model, tokenizer, algo
     needs_old = not (algo.kind == "raft")
     if algo.kind in ("raft", "raft++"):
         weighted = [ro.Weighted(r, 1.0) for r in ro.accepted(rows, dedup=cfg.train.dedup)]
+        stats = {"zero_variance_share": ro.zero_variance_share_of(rows)}
     elif isinstance(algo, NftAlgorithm):
         weighted, stats = ro.nft_examples(rows)
     else:
