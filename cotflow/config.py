@@ -81,6 +81,7 @@ class WarmstartConfig(_Section):
     warmup_steps: NonNegInt
     weight_decay: NonNegFloat
     max_grad_norm: PosFloat
+    checkpoint_every: NonNegInt  # optimizer steps between resume checkpoints; 0: none
 
 
 class AllocateConfig(_Section):
@@ -115,6 +116,7 @@ class TrainConfig(_Section):
     weight_decay: NonNegFloat
     clip_eps: Annotated[float, Field(gt=0, lt=1)]
     dedup: bool
+    checkpoint_every: NonNegInt  # optimizer steps between resume checkpoints; 0: none
 
 
 class EvaluateConfig(_Section):

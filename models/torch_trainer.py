@@ -6,6 +6,7 @@ each iteration (the RAFT recipe); the policy is saved by the caller with save_pr
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import random
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from cotflow.algorithms.losses import clipped_surrogate, raft_loss, token_logprobs
+from models.checkpoint import Checkpointer
 
 log = logging.getLogger(__name__)
 
@@ -75,11 +77,26 @@ def optimize(
     loss_fn: Callable[[Batch], tuple[torch.Tensor, dict[str, float]]], *,
     grad_accum_steps: int, max_grad_norm: float,
     lr_at: Callable[[int], float] | None = None,
+    checkpoint: Checkpointer | None = None,
 ) -> dict[str, float]:
-    """Run optimizer steps over micro-batches; return mean loss and other statistics."""
+    """Run optimizer steps over micro-batches; return mean loss and other statistics.
+
+    With `checkpoint`, save a resume point every `checkpoint.every` optimizer steps and
+    start from the last one saved: `micro_batches` must then yield the same sequence on
+    every run (seeded), since the micro-batches already consumed are skipped.
+    """
     model.train()
     sums: dict[str, float] = {}
     steps = micro = tokens = 0
+    state = checkpoint.load() if checkpoint is not None else None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        random.setstate(state["python_rng"])
+        sums, steps, micro, tokens = (dict(state["sums"]), state["steps"], state["micro"],
+                                      state["tokens"])
+        micro_batches = itertools.islice(micro_batches, micro, None)
     t0 = time.perf_counter()
     optimizer.zero_grad(set_to_none=True)
     pending = 0
@@ -96,6 +113,11 @@ def optimize(
                 model, optimizer, max_grad_norm, lr_at(steps) if lr_at else None)
             steps += 1
             pending = 0
+            if checkpoint is not None and checkpoint.due(steps):
+                checkpoint.save({
+                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "torch_rng": torch.get_rng_state(), "python_rng": random.getstate(),
+                    "sums": sums, "steps": steps, "micro": micro, "tokens": tokens})
     if pending:
         # A short last accumulation: rescale so its step is a mean over what it saw.
         for param in model.parameters():
@@ -139,7 +161,8 @@ def warmup_cosine(lr: float, warmup: int, total: int) -> Callable[[int], float]:
 
 def sft_steps(model, tokenizer, examples: Sequence[Example], *, steps: int, batch_size: int,
               lr: float, warmup_steps: int, weight_decay: float, max_grad_norm: float,
-              seed: int, max_len: int) -> dict[str, float]:
+              seed: int, max_len: int,
+              checkpoint: Checkpointer | None = None) -> dict[str, float]:
     """Warm start: `steps` optimizer steps on random batches of worked solutions."""
     rng = random.Random(seed)
     torch.manual_seed(seed)
@@ -153,7 +176,8 @@ def sft_steps(model, tokenizer, examples: Sequence[Example], *, steps: int, batc
 
     optimizer = make_optimizer(model, lr=lr, weight_decay=weight_decay)
     return optimize(model, optimizer, batches(), lambda b: _raft(model, b), grad_accum_steps=1,
-                    max_grad_norm=max_grad_norm, lr_at=warmup_cosine(lr, warmup_steps, steps))
+                    max_grad_norm=max_grad_norm, lr_at=warmup_cosine(lr, warmup_steps, steps),
+                    checkpoint=checkpoint)
 
 
 def _raft(model, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
@@ -163,7 +187,7 @@ def _raft(model, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
 def rl_epochs(model, tokenizer, examples: Sequence[Example], *, algorithm: str, epochs: int,
               micro_batch_size: int, grad_accum_steps: int, lr: float, warmup_steps: int,
               weight_decay: float, max_grad_norm: float, clip_eps: float, seed: int,
-              max_len: int) -> dict[str, float]:
+              max_len: int, checkpoint: Checkpointer | None = None) -> dict[str, float]:
     """RAFT (SFT on accepted) or RAFT++ (clipped surrogate against the stage-start policy)."""
     if algorithm not in ("raft", "raft++"):
         raise ValueError(f"algorithm {algorithm!r}: the torch trainer knows raft and raft++")
@@ -196,7 +220,8 @@ def rl_epochs(model, tokenizer, examples: Sequence[Example], *, algorithm: str, 
     optimizer = make_optimizer(model, lr=lr, weight_decay=weight_decay)
     fn = plusplus if algorithm == "raft++" else (lambda b: _raft(model, b))
     return optimize(model, optimizer, batches(), fn, grad_accum_steps=grad_accum_steps,
-                    max_grad_norm=max_grad_norm, lr_at=warmup_constant(lr, warmup_steps))
+                    max_grad_norm=max_grad_norm, lr_at=warmup_constant(lr, warmup_steps),
+                    checkpoint=checkpoint)
 
 
 @torch.no_grad()

@@ -17,6 +17,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from cotflow import faults
 from cotflow.config import PipelineConfig, load_params
 from cotflow.layout import (
     STAGES,
@@ -83,8 +84,10 @@ def run_stage(name: str, iteration: str | None, root: Path, params: Path) -> dic
         key = normalize_key(iteration)
         it_cfg, it = cfg.for_iteration(key), iteration_layout(cfg, root, key)
         folder = it.dir
+    faults.enter_stage(name if it is None else f"{name}@{it.key}")
     handler = _log_to_file(log_file(folder, name))
     try:
+        faults.point("start")
         return _run_logged(name, it_cfg, layout, it, folder)
     except Exception:
         # The trace goes to the stage's log file; the console gets the CLI's one-line error.
@@ -116,6 +119,7 @@ def _run_logged(name: str, cfg: PipelineConfig, layout: Layout, it: IterationLay
     timing = {**timing, "seconds": round(time.perf_counter() - t0, 3),
               "import_seconds": round(imports, 3),
               "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    faults.point("done")
     write_json(timing_file(folder, name), timing)
     write_json(stats_file(folder, name), stats)  # last: the stage's "done" mark
     if cfg.tracking.enabled and name in ("prepare", "evaluate"):

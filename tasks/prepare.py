@@ -76,13 +76,15 @@ def run(cfg: PipelineConfig, layout: Layout) -> tuple[dict[str, Any], dict[str, 
     examples = [Example(format_prompt(cfg, p["question"]), p["solution"])
                 for p in train if p["solution"]]
     sft: dict[str, Any] = {}
+    ckpt = _checkpointer(cfg, layout)
     if w.steps and examples:
         log.info("warm start: %d SFT steps on %d worked solutions", w.steps, len(examples))
         sft = sft_steps(model, tokenizer, examples, steps=w.steps, batch_size=w.batch_size,
                         lr=w.lr, warmup_steps=w.warmup_steps, weight_decay=w.weight_decay,
                         max_grad_norm=w.max_grad_norm, seed=cfg.seed,
-                        max_len=context_length(model, cfg))
+                        max_len=context_length(model, cfg), checkpoint=ckpt)
     save_policy(model, tokenizer, layout.base_policy)
+    ckpt.clear()
     del model
     metrics, eval_timing = evaluate_policy(cfg, layout.base_policy, test)
     write_json(layout.base_metrics, {"iteration": 0, **metrics})
@@ -94,3 +96,16 @@ def run(cfg: PipelineConfig, layout: Layout) -> tuple[dict[str, Any], dict[str, 
               "warmstart/seconds": round(sft.get("seconds", 0.0), 2),
               **eval_timing}
     return stats, timing
+
+
+def _checkpointer(cfg: PipelineConfig, layout: Layout):
+    """Resume point of the warm start, keyed to everything its result reads."""
+    import models.torch_trainer
+    from cotflow.algorithms import losses
+    from models.checkpoint import Checkpointer, fingerprint
+
+    config = {k: getattr(cfg, k).model_dump() for k in ("data", "model", "warmstart")}
+    config.update(seed=cfg.seed, threads=cfg.threads)
+    files = [layout.train_set, __file__, models.torch_trainer.__file__, losses.__file__]
+    return Checkpointer.for_stage(layout.base, "warmstart", cfg.warmstart.checkpoint_every,
+                                  fingerprint(config, files))

@@ -51,6 +51,7 @@ def run(cfg: PipelineConfig, layout: Layout,
                                  read_table(it.verdicts, "verdicts"), dedup=t.dedup)
     model, tokenizer = load_policy(it.prev_policy, for_training=True)
     algorithm = cfg.iterations[it.key].algorithm
+    ckpt = _checkpointer(cfg, it)
     result: dict[str, Any] = {}
     if examples:
         result = rl_epochs(model, tokenizer, examples, algorithm=algorithm, epochs=t.epochs,
@@ -59,11 +60,27 @@ def run(cfg: PipelineConfig, layout: Layout,
                            warmup_steps=t.warmup_steps,
                            weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm,
                            clip_eps=t.clip_eps, seed=iteration_seed(cfg, it.key),
-                           max_len=context_length(model, cfg))
+                           max_len=context_length(model, cfg), checkpoint=ckpt)
     else:
         log.warning("no accepted samples: the policy is saved unchanged")
     save_policy(model, tokenizer, it.policy)
+    ckpt.clear()
     stats = {"algorithm": algorithm, "examples": len(examples),
              **{k: round(v, 6) for k, v in result.items()
                 if k in ("loss", "grad_norm", "clip_fraction", "optimizer_steps")}}
     return stats, {"train/tokens_per_s": round(result.get("tokens_per_s", 0.0), 1)}
+
+
+def _checkpointer(cfg: PipelineConfig, it: IterationLayout):
+    """Resume point of this stage's optimizer loop, keyed to everything its result reads."""
+    import models.torch_trainer
+    from cotflow.algorithms import losses
+    from models.checkpoint import Checkpointer, fingerprint
+
+    config = {"train": cfg.train.model_dump(), "seed": cfg.seed, "threads": cfg.threads,
+              "context": cfg.model.max_position_embeddings,
+              "iteration": cfg.iterations[it.key].model_dump(), "key": it.key}
+    files = [it.samples, it.verdicts, it.prev_policy, __file__, models.torch_trainer.__file__,
+             losses.__file__]
+    return Checkpointer.for_stage(it.dir, "train", cfg.train.checkpoint_every,
+                                  fingerprint(config, files))
