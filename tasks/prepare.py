@@ -54,6 +54,27 @@ def load_splits(cfg: PipelineConfig) -> tuple[list[dict], list[dict]]:
     return train, test
 
 
+def check_context(cfg: PipelineConfig, tokenizer: Any, context: int,
+                  splits: dict[str, list[dict]]) -> None:
+    """Refuse a prompt that leaves the model no room for its answer, naming the row."""
+    from cotflow.data.errors import DataError
+    from tasks.common import format_prompt
+
+    new_tokens = max(cfg.sample.max_new_tokens, cfg.evaluate.max_new_tokens)
+    room = context - new_tokens
+    for name, rows in splits.items():
+        if not rows:
+            continue
+        ids = tokenizer([format_prompt(cfg, r["question"]) for r in rows])["input_ids"]
+        for i, (row, prompt) in enumerate(zip(rows, ids, strict=True)):
+            if len(prompt) > room:
+                raise DataError(
+                    f"{cfg.data.source}: {name} split, row {i} (id {row['id']!r}), field "
+                    f"'question': the prompt is {len(prompt)} tokens, but the model's context "
+                    f"of {context} leaves {room} beside {new_tokens} new tokens "
+                    "(sample/evaluate.max_new_tokens)")
+
+
 def run(cfg: PipelineConfig, layout: Layout) -> tuple[dict[str, Any], dict[str, Any]]:
     import torch
 
@@ -69,6 +90,7 @@ def run(cfg: PipelineConfig, layout: Layout) -> tuple[dict[str, Any], dict[str, 
         model, tokenizer = build_tiny_policy(cfg.model, cfg.seed)
     else:
         model, tokenizer = load_policy(cfg.model.name_or_path, for_training=True)
+    check_context(cfg, tokenizer, context_length(model, cfg), {"held-out": test, "train": train})
     write_table(layout.train_set, "problems", train)
     write_table(layout.test_set, "problems", test)
 
