@@ -1,8 +1,9 @@
 """One pipeline run per workspace.
 
-DVC holds its repository lock (``.dvc/tmp/lock``) only while one `reproduce` call runs, and
-`cotflow run` makes one call per stage, so between two stages a second `dvc repro` could
-slip in. `cotflow run` therefore holds a lock of its own for its whole run, and a stage
+DVC serialises its own commands: a second `dvc repro` meets the repo lock
+(``.dvc/tmp/lock``) or, while a stage's command runs, that stage's file locks
+(``.dvc/tmp/rwlock``), and stops with "... is busy". But `cotflow run` makes one DVC call
+per stage, so between two stages a `dvc repro` could slip in. `cotflow run` therefore holds a lock of its own for its whole run, and a stage
 command started by anyone else while it is held refuses to run. Both locks are kernel
 locks (flock / lockf) on an open file: a SIGKILLed holder releases them, so no stale lock
 ever needs removing by hand.
@@ -76,15 +77,35 @@ def check_stage_allowed(root: Path) -> None:
 
 
 def check_dvc_idle(root: Path) -> None:
-    """Refuse to start while a DVC command (such as `dvc repro`) holds the repo lock."""
+    """Refuse to start while a DVC command (such as `dvc repro`) is at work here.
+
+    DVC holds its repo lock only between stages; while a stage's command runs it holds
+    read/write locks on that stage's files instead (.dvc/tmp/rwlock, entries by pid), so
+    both are checked. Entries of dead processes are stale and ignored, as DVC does.
+    """
+    import json
+
+    import psutil
     import zc.lockfile
 
-    path = Path(root) / ".dvc" / "tmp" / "lock"
-    if not path.parent.is_dir():
+    tmp = Path(root) / ".dvc" / "tmp"
+    if not tmp.is_dir():
         return
+    busy: list[tuple[int, str]] = []
     try:
-        zc.lockfile.LockFile(str(path)).close()
+        zc.lockfile.LockFile(str(tmp / "lock")).close()
     except zc.lockfile.LockError:
-        raise WorkspaceBusy(
-            f"{root}: a DVC command (such as `dvc repro`) is running in this workspace "
-            "(it holds .dvc/tmp/lock); wait for it to finish") from None
+        busy.append((0, "holds .dvc/tmp/lock"))
+    try:
+        rw = json.loads((tmp / "rwlock").read_text())
+    except (OSError, ValueError):
+        rw = {}
+    infos = list(rw.get("write", {}).values()) + [
+        i for infos in rw.get("read", {}).values() for i in infos]
+    busy += [(i["pid"], i["cmd"]) for i in infos
+             if isinstance(i, dict) and psutil.pid_exists(i.get("pid", -1))]
+    if busy:
+        pid, cmd = max(busy)
+        who = f"pid {pid}: {cmd}" if pid else cmd
+        raise WorkspaceBusy(f"{root}: a DVC command is running in this workspace ({who}); "
+                            "wait for it to finish")

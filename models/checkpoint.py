@@ -9,7 +9,7 @@ One file, written atomically, so a kill leaves the previous checkpoint intact.
 The file lives in a hidden folder of the stage's own folder (``.ckpt/``: not a DVC output,
 and .dvcignore'd), and carries a fingerprint of everything the result depends on (config,
 input files, trainer code): a checkpoint left by a run with other inputs is ignored.
-The stage removes it once its output is saved.
+`tasks.common.run_stage` removes `.ckpt/` once the stage has finished.
 """
 
 from __future__ import annotations
@@ -17,16 +17,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
-
-CKPT_DIR = ".ckpt"  # in the stage's folder; listed in .dvcignore
-
 
 def fingerprint(config: Any, files: Iterable[Path]) -> str:
     """sha256 over a JSON-able config and the bytes of `files` (folders: every file in them)."""
@@ -52,7 +48,9 @@ class Checkpointer:
 
     @classmethod
     def for_stage(cls, stage_dir: Path, name: str, every: int, fp: str) -> Checkpointer:
-        return cls(Path(stage_dir) / CKPT_DIR / name, every, fp)
+        from cotflow.layout import checkpoint_dir
+
+        return cls(checkpoint_dir(Path(stage_dir)) / name, every, fp)
 
     @property
     def path(self) -> Path:
@@ -87,11 +85,3 @@ class Checkpointer:
         with atomic_path(self.path) as tmp:
             torch.save({**state, "fingerprint": self.fingerprint}, tmp)
         faults.point("checkpoint")
-
-    def clear(self) -> None:
-        """Remove this checkpoint (and `.ckpt/` once empty): the stage's output is saved."""
-        shutil.rmtree(self.folder, ignore_errors=True)
-        try:
-            self.folder.parent.rmdir()
-        except OSError:
-            pass

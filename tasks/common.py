@@ -12,6 +12,7 @@ import importlib
 import json
 import logging
 import resource
+import shutil
 import time
 import traceback
 from pathlib import Path
@@ -23,6 +24,7 @@ from cotflow.layout import (
     STAGES,
     IterationLayout,
     Layout,
+    checkpoint_dir,
     log_file,
     stats_file,
     timing_file,
@@ -122,6 +124,9 @@ def _run_logged(name: str, cfg: PipelineConfig, layout: Layout, it: IterationLay
     faults.point("done")
     write_json(timing_file(folder, name), timing)
     write_json(stats_file(folder, name), stats)  # last: the stage's "done" mark
+    # Only now: a stage killed after saving its output but before its stats file resumes
+    # from its last checkpoint instead of starting over.
+    shutil.rmtree(checkpoint_dir(folder), ignore_errors=True)
     if cfg.tracking.enabled and name in ("prepare", "evaluate"):
         # After the stage's own files, so MLflow gets this run's figures, not the last run's.
         from cotflow import tracking

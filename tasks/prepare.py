@@ -106,7 +106,6 @@ def run(cfg: PipelineConfig, layout: Layout) -> tuple[dict[str, Any], dict[str, 
                         max_grad_norm=w.max_grad_norm, seed=cfg.seed,
                         max_len=context_length(model, cfg), checkpoint=ckpt)
     save_policy(model, tokenizer, layout.base_policy)
-    ckpt.clear()
     del model
     metrics, eval_timing = evaluate_policy(cfg, layout.base_policy, test)
     write_json(layout.base_metrics, {"iteration": 0, **metrics})

@@ -64,7 +64,6 @@ def run(cfg: PipelineConfig, layout: Layout,
     else:
         log.warning("no accepted samples: the policy is saved unchanged")
     save_policy(model, tokenizer, it.policy)
-    ckpt.clear()
     stats = {"algorithm": algorithm, "examples": len(examples),
              **{k: round(v, 6) for k, v in result.items()
                 if k in ("loss", "grad_norm", "clip_fraction", "optimizer_steps")}}
