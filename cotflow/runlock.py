@@ -3,10 +3,11 @@
 DVC serialises its own commands: a second `dvc repro` meets the repo lock
 (``.dvc/tmp/lock``) or, while a stage's command runs, that stage's file locks
 (``.dvc/tmp/rwlock``), and stops with "... is busy". But `cotflow run` makes one DVC call
-per stage, so between two stages a `dvc repro` could slip in. `cotflow run` therefore holds a lock of its own for its whole run, and a stage
-command started by anyone else while it is held refuses to run. Both locks are kernel
-locks (flock / lockf) on an open file: a SIGKILLed holder releases them, so no stale lock
-ever needs removing by hand.
+per stage, so between two stages a `dvc repro` could slip in. `cotflow run` therefore
+holds a lock of its own for its whole run, and a stage command started by anyone else
+while it is held refuses to run. The lock is a kernel lock (flock) on an open file, as
+DVC's are (lockf; dead pids in rwlock are ignored): a SIGKILLed holder releases it, so no
+stale lock ever needs removing by hand.
 """
 
 from __future__ import annotations
