@@ -29,7 +29,8 @@ def fingerprint(config: Any, files: Iterable[Path]) -> str:
     h = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
     for path in files:
         path = Path(path)
-        members = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        members = (sorted(p for p in path.rglob("*") if p.is_file()
+                          and "__pycache__" not in p.parts) if path.is_dir() else [path])
         for member in members:
             h.update(str(member.relative_to(path) if path.is_dir() else path.name).encode())
             with open(member, "rb") as f:
