@@ -42,6 +42,13 @@ def arm_params(base: dict[str, Any], args: argparse.Namespace, preset: str, seed
     raw["evaluate"].update(n_samples=1, pass_k=[1])  # greedy accuracy is what is compared
     if args.warmstart_steps is not None:
         raw["warmstart"]["steps"] = args.warmstart_steps
+    for assignment in args.set:
+        dotted, _, value = assignment.partition("=")
+        *sections, key = dotted.split(".")
+        target = raw
+        for section in sections:
+            target = target[section]
+        target[key] = yaml.safe_load(value)
     path = scratch / f"params-{preset}-{seed}.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     apply_preset(path, [preset] * args.iterations)
@@ -64,6 +71,8 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=2, help="samples per prompt for raft")
     ap.add_argument("--n-test", type=int, default=400)
     ap.add_argument("--warmstart-steps", type=int, default=None)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a params.yaml setting for every arm, e.g. train.lr=3e-5")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (params.yaml's)")
     ap.add_argument("--workspace", type=Path, default=None, help="keep the runs here")
     ap.add_argument("--warm-start", type=Path, default=None,
