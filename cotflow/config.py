@@ -90,7 +90,7 @@ class AllocateConfig(_Section):
 
 
 class SampleConfig(_Section):
-    backend: Literal["hf"]
+    backend: Literal["hf", "openai", "vllm"]
     temperature: PosFloat
     top_p: Prob
     max_new_tokens: PosInt
@@ -137,6 +137,52 @@ class TrackingConfig(_Section):
     experiment: str
 
 
+LAUNCH_FIELDS = ("python", "model", "host", "port", "tensor_parallel_size",
+                 "data_parallel_size", "gpu_memory_utilization", "seed")
+
+
+class LaunchConfig(_Section):
+    """The server that `sample.backend: vllm` starts on each stage's policy checkpoint."""
+
+    command: str  # argv template; {model} {host} {port} {seed} {python} and the fields below
+    tensor_parallel_size: PosInt
+    data_parallel_size: PosInt
+    gpu_memory_utilization: Prob
+    startup_timeout_s: PosFloat
+
+    @field_validator("command")
+    @classmethod
+    def _known_fields(cls, v: str) -> str:
+        import shlex
+        import string
+
+        try:
+            words = shlex.split(v)
+        except ValueError as err:
+            raise ValueError(f"cannot split {v!r}: {err}") from None
+        if not words:
+            raise ValueError("is empty")
+        for word in words:
+            for _, field, _, _ in string.Formatter().parse(word):
+                if field is not None and field not in LAUNCH_FIELDS:
+                    raise ValueError(f"unknown placeholder {{{field}}} "
+                                     f"(have {', '.join(LAUNCH_FIELDS)})")
+        return v
+
+
+class ServingConfig(_Section):
+    """Where the openai and vllm backends sample. Operational (which server, how hard to push
+    it), so no DVC stage tracks it, like `tracking`."""
+
+    url: str | None  # openai: base URL of a running server, e.g. http://gpu-1:8000/v1
+    model: str | None  # openai: model name to request; None: the stage's policy path
+    extra_body: dict[str, Any]  # merged into every request (server-specific fields)
+    concurrency: PosInt
+    timeout_s: PosFloat
+    max_retries: NonNegInt
+    launch: LaunchConfig
+
+
 class IterationConfig(_Section):
     """One pipeline iteration: its algorithm, the folder it starts from, section overrides."""
 
@@ -157,6 +203,7 @@ class PipelineConfig(_Section):
     train: TrainConfig
     evaluate: EvaluateConfig
     tracking: TrackingConfig
+    serving: ServingConfig
     iterations: dict[str, IterationConfig] = Field(min_length=1)
 
     @field_validator("iterations", mode="before")
@@ -187,6 +234,12 @@ class PipelineConfig(_Section):
         if self.data.source == "builtin" and per_iteration > self.data.n_train:
             raise ValueError(f"allocate.prompts_per_iteration ({per_iteration}) exceeds "
                              f"data.n_train ({self.data.n_train})")
+        return self
+
+    @model_validator(mode="after")
+    def _server_named(self) -> PipelineConfig:
+        if self.sample.backend == "openai" and not self.serving.url:
+            raise ValueError("sample.backend openai needs serving.url (the server's base URL)")
         return self
 
     def validate_overrides(self) -> None:

@@ -26,11 +26,12 @@ def run(cfg: PipelineConfig, layout: Layout,
             raise ValueError(f"{it.allocation}: prompt_id {pid!r} is not in {layout.train_set}")
         prompt = format_prompt(cfg, problems[pid]["question"])
         rows.extend({"prompt_id": pid, "sample_idx": j, "prompt": prompt} for j in range(n))
-    sampler = make_sampler(s.backend, it.prev_policy, batch_size=s.batch_size,
-                           threads=cfg.threads)
-    completions = sampler.generate([r["prompt"] for r in rows], max_new_tokens=s.max_new_tokens,
-                                   temperature=s.temperature, top_p=s.top_p,
-                                   seed=iteration_seed(cfg, it.key))
+    seed = iteration_seed(cfg, it.key)
+    with make_sampler(s.backend, it.prev_policy, batch_size=s.batch_size, threads=cfg.threads,
+                      serving=cfg.serving, seed=seed) as sampler:
+        completions = sampler.generate([r["prompt"] for r in rows],
+                                       max_new_tokens=s.max_new_tokens,
+                                       temperature=s.temperature, top_p=s.top_p, seed=seed)
     for row, c in zip(rows, completions, strict=True):
         row.update(completion=c.text, num_tokens=c.num_tokens, finished=c.finished)
     write_table(it.samples, "samples", rows)
