@@ -183,6 +183,13 @@ class ServingConfig(_Section):
     launch: LaunchConfig
 
 
+class StoreConfig(_Section):
+    """Shared artifact store. Operational: no stage tracks it."""
+
+    dvc_remote: str | None  # a DVC remote URL (s3://, gs://, ssh://, a folder); pushed to by
+    #                         `cotflow run` after each iteration. None: artifacts stay local.
+
+
 class IterationConfig(_Section):
     """One pipeline iteration: its algorithm, the folder it starts from, section overrides."""
 
@@ -204,6 +211,7 @@ class PipelineConfig(_Section):
     evaluate: EvaluateConfig
     tracking: TrackingConfig
     serving: ServingConfig
+    store: StoreConfig
     iterations: dict[str, IterationConfig] = Field(min_length=1)
 
     @field_validator("iterations", mode="before")

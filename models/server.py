@@ -5,7 +5,8 @@ Generic on purpose: the command is an argv template (params `serving.launch.comm
 the same launcher runs `vllm serve` from vLLM's own environment on a GPU node and
 `transformers serve` in the tests here. The server runs in a session of its own, so stopping
 it takes down the workers it forked (vLLM starts one per GPU); if the stage process dies
-without cleaning up, the kernel sends the server SIGTERM (PR_SET_PDEATHSIG).
+without cleaning up, the kernel sends the server SIGTERM (PR_SET_PDEATHSIG). That signal
+follows the *thread* that started the server: start it from one that outlives it.
 """
 
 from __future__ import annotations
