@@ -105,7 +105,7 @@ class VerifyConfig(_Section):
 
 
 class TrainConfig(_Section):
-    backend: Literal["torch"]
+    backend: Literal["torch", "deepspeed"]
     lr: PosFloat
     warmup_steps: NonNegInt
     epochs: PosInt
@@ -183,6 +183,21 @@ class ServingConfig(_Section):
     launch: LaunchConfig
 
 
+class DeepSpeedConfig(_Section):
+    """`train.backend: deepspeed`. train.micro_batch_size stays the global micro-batch,
+    split evenly over the ranks, so the other train knobs mean what they mean for torch."""
+
+    zero_stage: Annotated[int, Field(ge=0, le=3)]
+    offload_optimizer: bool  # optimizer state and step on CPU (DeepSpeedCPUAdam)
+    bf16: bool  # bf16 weights and activations (GPUs); false: fp32
+    launcher: Literal["torchrun", "deepspeed"]
+    num_gpus: PosInt  # ranks per node (on CPU: processes talking gloo)
+    num_nodes: PosInt
+    hostfile: str | None  # deepspeed launcher, several nodes: "host slots=N" per line
+    master_addr: str
+    master_port: Annotated[int, Field(ge=1024, le=65535)]
+
+
 class StoreConfig(_Section):
     """Shared artifact store. Operational: no stage tracks it."""
 
@@ -211,6 +226,7 @@ class PipelineConfig(_Section):
     evaluate: EvaluateConfig
     tracking: TrackingConfig
     serving: ServingConfig
+    deepspeed: DeepSpeedConfig
     store: StoreConfig
     iterations: dict[str, IterationConfig] = Field(min_length=1)
 
@@ -248,6 +264,19 @@ class PipelineConfig(_Section):
     def _server_named(self) -> PipelineConfig:
         if self.sample.backend == "openai" and not self.serving.url:
             raise ValueError("sample.backend openai needs serving.url (the server's base URL)")
+        return self
+
+    @model_validator(mode="after")
+    def _ranks_fit(self) -> PipelineConfig:
+        if self.train.backend == "deepspeed":
+            ranks = self.deepspeed.num_gpus * self.deepspeed.num_nodes
+            if self.train.micro_batch_size % ranks:
+                raise ValueError(f"train.micro_batch_size ({self.train.micro_batch_size}) must "
+                                 f"split evenly over deepspeed's {ranks} ranks")
+            if self.deepspeed.num_nodes > 1 and not (
+                    self.deepspeed.launcher == "deepspeed" and self.deepspeed.hostfile):
+                raise ValueError("deepspeed.num_nodes > 1 needs launcher deepspeed and a "
+                                 "hostfile")
         return self
 
     def validate_overrides(self) -> None:

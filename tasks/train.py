@@ -52,14 +52,21 @@ def run(cfg: PipelineConfig, layout: Layout,
     model, tokenizer = load_policy(it.prev_policy, for_training=True)
     algorithm = cfg.iterations[it.key].algorithm
     result: dict[str, Any] = {}
+    trainer, backend_args = rl_epochs, {}
+    if t.backend == "deepspeed":  # same arguments, run on many ranks (models/deepspeed_trainer)
+        from models.deepspeed_trainer import rl_epochs_deepspeed
+
+        trainer, backend_args = rl_epochs_deepspeed, {
+            "ds": cfg.deepspeed, "threads": cfg.threads,
+            "job_dir": layout.root / ".cache" / "deepspeed" / f"train-{it.key}"}
     if examples:
-        result = rl_epochs(model, tokenizer, examples, algorithm=algorithm, epochs=t.epochs,
+        result = trainer(model, tokenizer, examples, algorithm=algorithm, epochs=t.epochs,
                            micro_batch_size=t.micro_batch_size,
                            grad_accum_steps=t.grad_accum_steps, lr=t.lr,
                            warmup_steps=t.warmup_steps,
                            weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm,
                            clip_eps=t.clip_eps, seed=iteration_seed(cfg, it.key),
-                           max_len=context_length(model, cfg))
+                           max_len=context_length(model, cfg), **backend_args)
     else:
         log.warning("no accepted samples: the policy is saved unchanged")
     save_policy(model, tokenizer, it.policy)
