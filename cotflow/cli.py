@@ -3,6 +3,7 @@
     cotflow run                        the pipeline as a Prefect flow (DVC decides what is stale)
     cotflow stage NAME --iteration K   one stage in this process (what dvc.yaml runs)
     cotflow show ARTIFACT              print a parquet or JSON artifact
+    cotflow preset NAME [NAME ...]     rewrite params.yaml's iterations from presets
     cotflow deploy --cron "0 2 * * *"  a scheduled Prefect deployment of `cotflow run`
 """
 
@@ -36,6 +37,10 @@ def _parser() -> argparse.ArgumentParser:
     sh = sub.add_parser("show", help="print an artifact")
     sh.add_argument("artifact", type=Path)
     sh.add_argument("--limit", type=int, default=20)
+    pr = sub.add_parser("preset", help="set params.yaml's iterations from presets")
+    pr.add_argument("names", nargs="+", help="one preset per iteration, or one with -n")
+    pr.add_argument("-n", "--iterations", type=int, default=None,
+                    help="repeat a single preset this many times")
     return p
 
 
@@ -68,6 +73,15 @@ def main(argv: list[str] | None = None) -> int:
             from cotflow.show import show
 
             print(show(args.artifact, limit=args.limit))
+        elif args.command == "preset":
+            from cotflow.presets import apply_preset
+
+            names = args.names
+            if args.iterations is not None:
+                if len(names) != 1 or args.iterations < 1:
+                    raise ValueError("--iterations takes one preset name and a count >= 1")
+                names = names * args.iterations
+            print(apply_preset(params, names), end="")
     except Exception as err:  # noqa: BLE001 - one clear line; COTFLOW_DEBUG=1 for the trace
         if os.environ.get("COTFLOW_DEBUG"):
             raise

@@ -83,10 +83,44 @@ class WarmstartConfig(_Section):
     max_grad_norm: PosFloat
 
 
+class GvmConfig(_Section):
+    """GVM budgets (specs/algorithms-a.md §1): probe, estimate p_i and G_i, allocate n_i."""
+
+    probe: Literal["sample", "reuse"]  # reuse: the previous iteration's samples where it has some
+    probe_n: PosInt  # N': probe samples per prompt
+    budget: PosInt | None  # N: samples per iteration; None: n × prompts_per_iteration
+    alpha: NonNegFloat
+    beta: float
+    filter_threshold: Annotated[float, Field(ge=0, le=1)]  # drop prompts with p_i above it
+    filter_insufficient: NonNegFloat  # drop prompts expecting fewer accepted samples (0: off)
+    floor: NonNegInt  # at least this many samples per prompt
+    cap: PosInt | None  # at most this many (None: no cap)
+    grad_params: list[str] = Field(min_length=1)  # parameter-name substrings for G_i
+    grad_batch_size: PosInt
+
+
 class AllocateConfig(_Section):
-    method: Literal["uniform"]
+    method: Literal["uniform", "gvm"]
     prompts_per_iteration: PosInt
     n: PosInt
+    gvm: GvmConfig
+
+    @property
+    def budget(self) -> int:
+        """Samples this iteration draws: the same for both methods unless gvm.budget says."""
+        return self.gvm.budget or self.n * self.prompts_per_iteration
+
+    @model_validator(mode="after")
+    def _box_fits(self) -> AllocateConfig:
+        g, k = self.gvm, self.prompts_per_iteration
+        if g.cap is not None and g.cap < g.floor:
+            raise ValueError(f"gvm.cap {g.cap} is below gvm.floor {g.floor}")
+        if self.method == "gvm" and g.floor * k > self.budget:
+            raise ValueError(f"gvm.floor {g.floor} × {k} prompts exceeds the budget "
+                             f"{self.budget}")
+        if self.method == "gvm" and g.cap is not None and g.cap * k < self.budget:
+            raise ValueError(f"gvm.cap {g.cap} × {k} prompts is below the budget {self.budget}")
+        return self
 
 
 class SampleConfig(_Section):
@@ -95,6 +129,9 @@ class SampleConfig(_Section):
     top_p: Prob
     max_new_tokens: PosInt
     batch_size: PosInt
+    # DAPO dynamic sampling: up to this many extra rounds on fresh prompts until as many
+    # groups with mixed rewards as prompts were allocated; 0: off.
+    dynamic_sampling_rounds: NonNegInt
 
 
 class VerifyConfig(_Section):
@@ -113,7 +150,6 @@ class TrainConfig(_Section):
     grad_accum_steps: PosInt
     max_grad_norm: PosFloat
     weight_decay: NonNegFloat
-    clip_eps: Annotated[float, Field(gt=0, lt=1)]
     dedup: bool
 
 
@@ -205,10 +241,82 @@ class StoreConfig(_Section):
     #                         `cotflow run` after each iteration. None: artifacts stay local.
 
 
-class IterationConfig(_Section):
-    """One pipeline iteration: its algorithm, the folder it starts from, section overrides."""
+ClipEps = Annotated[float, Field(gt=0, lt=1)]
 
-    algorithm: Literal["raft", "raft++"]
+
+class RaftAlgorithm(_Section):
+    """RAFT: SFT on accepted samples (specs/algorithms-b.md §5.2)."""
+
+    kind: Literal["raft"]
+
+
+class RaftPlusPlusAlgorithm(_Section):
+    """RAFT++: the clipped surrogate with A = 1[correct] against the stage-start policy."""
+
+    kind: Literal["raft++"]
+    clip_eps: ClipEps
+
+
+class SemanticEntropyConfig(_Section):
+    """SEED-GRPO's advantage scaling (specs/algorithms-a.md §2.2)."""
+
+    alpha: NonNegFloat
+    estimator: Literal["rao", "mc"]
+    weighting: Literal["frequency", "seq_prob", "mean_token_prob"]
+    f: Literal["reciprocal", "linear"]
+
+
+class GrpoAlgorithm(_Section):
+    """The GRPO family: GRPO, Dr.GRPO, DAPO, SEED-GRPO are settings of this one objective."""
+
+    kind: Literal["grpo"]
+    advantage_std: Literal["sample", "population", "none"]
+    std_eps: NonNegFloat
+    loss_agg: Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum",
+                      "seq-mean-token-sum-norm"]
+    loss_constant: PosFloat | None  # L_const of seq-mean-token-sum-norm; null: max_new_tokens
+    eps_low: ClipEps
+    eps_high: PosFloat
+    dual_clip: Annotated[float, Field(gt=1)] | None
+    kl_coef: NonNegFloat
+    reference: Literal["prev", "base"]  # the KL reference policy
+    reward_incorrect: float  # a correct sample earns 1; DAPO gives -1 to the rest
+    overlong_cache: NonNegInt  # DAPO soft overlong penalty window in tokens; 0: off
+    drop_uniform_groups: bool  # drop groups whose rewards are all equal (DAPO, NFT)
+    semantic_entropy: SemanticEntropyConfig | None
+
+
+class NftAlgorithm(_Section):
+    """NFT: negative-aware fine-tuning (specs/algorithms-a.md §4.2)."""
+
+    kind: Literal["nft"]
+    normalize: Literal[0, 1, 2]  # prompt weight: 1, 1 - r, sqrt((1 - r) / r)
+    neg_weight: float
+    clamp_positive: NonNegFloat
+    clamp_negative: NonNegFloat
+    ratio_cap: PosFloat  # log-ratio cap before exp
+    normalizer: PosFloat  # the reference sums token losses and divides by 1000
+
+
+class DpoAlgorithm(_Section):
+    """DPO on pairs built from verified rollouts (specs/algorithms-b.md §1.6)."""
+
+    kind: Literal["dpo"]
+    beta: PosFloat
+    max_pairs_per_prompt: PosInt
+
+
+Algorithm = Annotated[
+    RaftAlgorithm | RaftPlusPlusAlgorithm | GrpoAlgorithm | NftAlgorithm | DpoAlgorithm,
+    Field(discriminator="kind"),
+]
+
+
+class IterationConfig(_Section):
+    """One pipeline iteration: its algorithm (a key of `algorithms`), the folder it starts
+    from, and section overrides."""
+
+    algorithm: str
     prev: str
     overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
@@ -228,6 +336,7 @@ class PipelineConfig(_Section):
     serving: ServingConfig
     deepspeed: DeepSpeedConfig
     store: StoreConfig
+    algorithms: dict[str, Algorithm] = Field(min_length=1)
     iterations: dict[str, IterationConfig] = Field(min_length=1)
 
     @field_validator("iterations", mode="before")
@@ -254,6 +363,10 @@ class PipelineConfig(_Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> PipelineConfig:
+        for key, it in self.iterations.items():
+            if it.algorithm not in self.algorithms:
+                raise ValueError(f"iterations.{key}.algorithm {it.algorithm!r} is not a key of "
+                                 f"algorithms (have {', '.join(self.algorithms)})")
         per_iteration = self.allocate.prompts_per_iteration
         if self.data.source == "builtin" and per_iteration > self.data.n_train:
             raise ValueError(f"allocate.prompts_per_iteration ({per_iteration}) exceeds "
@@ -277,6 +390,11 @@ class PipelineConfig(_Section):
                     self.deepspeed.launcher == "deepspeed" and self.deepspeed.hostfile):
                 raise ValueError("deepspeed.num_nodes > 1 needs launcher deepspeed and a "
                                  "hostfile")
+            dpo = [k for k, a in self.algorithms.items() if a.kind == "dpo"
+                   and any(it.algorithm == k for it in self.iterations.values())]
+            if dpo:
+                raise ValueError(f"train.backend deepspeed trains policy-gradient iterations; "
+                                 f"{', '.join(dpo)} (dpo) needs train.backend torch")
         return self
 
     def validate_overrides(self) -> None:
@@ -299,8 +417,21 @@ class PipelineConfig(_Section):
         for section, values in overrides.items():
             if section not in raw or not isinstance(raw[section], dict) or section == "iterations":
                 raise ConfigError(f"iterations.{key}.overrides.{section}: not a config section")
-            raw[section] = {**raw[section], **values}
+            raw[section] = _merged(raw[section], values)
         return _validate(raw, f"iterations.{key}.overrides")
+
+    def algorithm(self, key: str) -> Algorithm:
+        """The algorithm settings iteration `key` trains with."""
+        return self.algorithms[self.iterations[key].algorithm]
+
+
+def _merged(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `update` merged in, nested mappings key by key (so an override can change
+    one setting of one algorithm)."""
+    out = dict(base)
+    for k, v in update.items():
+        out[k] = _merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def _format_error(err: ValidationError, where: str) -> str:

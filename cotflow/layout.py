@@ -1,7 +1,7 @@
 """Artifact layout: the only place that builds artifact paths.
 
     artifacts/base/      train.parquet test.parquet policy/ metrics.json curve.json
-    artifacts/iter-001/  allocation.parquet samples.parquet verdicts.parquet
+    artifacts/iter-001/  allocation.parquet budget.parquet samples.parquet verdicts.parquet
                          critiques.parquet judgements.parquet policy/ metrics.json
                          stats/<stage>.json curve.json accuracy.png
                          timing/<stage>.json (untracked)
@@ -29,8 +29,22 @@ class IterationLayout:
         return self.dir / "allocation.parquet"
 
     @property
+    def budget(self) -> Path:
+        """GVM's per-prompt statistics behind the allocation (empty for uniform)."""
+        return self.dir / "budget.parquet"
+
+    @property
     def samples(self) -> Path:
         return self.dir / "samples.parquet"
+
+    @property
+    def prev_samples(self) -> Path:
+        """The previous iteration's samples (absent when it is `base`)."""
+        return self.prev_dir / "samples.parquet"
+
+    @property
+    def prev_verdicts(self) -> Path:
+        return self.prev_dir / "verdicts.parquet"
 
     @property
     def verdicts(self) -> Path:

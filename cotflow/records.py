@@ -27,6 +27,11 @@ SCHEMAS: dict[str, dict[str, pa.DataType]] = {
         "answer": pa.string(), "difficulty": pa.int64(),
     },
     "allocation": {"prompt_id": pa.string(), "n": pa.int64()},
+    "budget": {
+        "prompt_id": pa.string(), "probe_samples": pa.int64(), "probe_reused": pa.bool_(),
+        "accepted": pa.int64(), "p": pa.float64(), "G": pa.float64(), "ratio": pa.float64(),
+        "n": pa.int64(),
+    },
     "samples": {
         "prompt_id": pa.string(), "sample_idx": pa.int64(), "prompt": pa.string(),
         "completion": pa.string(), "num_tokens": pa.int64(), "finished": pa.bool_(),

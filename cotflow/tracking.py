@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,15 @@ PARENT_ENV = "COTFLOW_PARENT_RUN_ID"
 def tracking_uri(cfg: PipelineConfig, root: Path) -> str:
     return cfg.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI") or (
         f"sqlite:///{Path(root).resolve() / 'mlflow.db'}")
+
+
+_NAME_UNSAFE = re.compile(r"[^\w\-. :/]")
+
+
+def mlflow_key(key: str) -> str:
+    """MLflow names allow alphanumerics and _-. :/ only: `algorithms.raft++.clip_eps`
+    is logged as `algorithms.raft_plus_plus.clip_eps`."""
+    return _NAME_UNSAFE.sub(lambda m: "_plus" if m.group() == "+" else "_", key)
 
 
 def _client(cfg: PipelineConfig, root: Path):
@@ -69,7 +79,7 @@ def start_parent(cfg: PipelineConfig, root: Path, *, run_name: str | None = None
     run = client.create_run(exp_id, run_name=run_name or "pipeline", tags=tags)
     from mlflow.entities import Param
 
-    items = sorted(flatten(cfg).items())
+    items = sorted((mlflow_key(k), v) for k, v in flatten(cfg).items())
     for i in range(0, len(items), 100):  # log_batch takes at most 100 params
         client.log_batch(run.info.run_id,
                          params=[Param(k, v[:6000]) for k, v in items[i:i + 100]])
@@ -142,6 +152,38 @@ def _metric_list(values: dict[str, float], step: int):
     return [Metric(k, v, now, step) for k, v in sorted(values.items())]
 
 
+def _log_budget(client, run_id: str, it: IterationLayout) -> None:
+    """GVM's per-prompt p_i, G_i, n_i: their histograms (PNG) and the table itself."""
+    import tempfile
+
+    from cotflow.records import read_table
+
+    if not it.budget.is_file():
+        return
+    budget = read_table(it.budget, "budget")
+    if not budget["prompt_id"]:
+        return  # uniform allocation: nothing behind it
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(10, 3), dpi=100)
+    for ax, key, label in zip(axes, ("p", "G", "n"), ("acceptance rate p_i",
+                              "gradient norm G_i", "samples n_i"), strict=True):
+        ax.hist(budget[key], bins=min(30, max(5, len(budget[key]) // 4)))
+        ax.set_xlabel(label)
+        ax.set_ylabel("prompts")
+    fig.suptitle(f"iteration {it.key}: GVM budget over {len(budget['p'])} prompts")
+    fig.tight_layout()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "budget_histograms.png"
+        fig.savefig(path, format="png")
+        client.log_artifact(run_id, str(path), "allocation")
+    plt.close(fig)
+    client.log_artifact(run_id, str(it.budget), "allocation")
+
+
 def log_iteration(cfg: PipelineConfig, layout: Layout, it: IterationLayout) -> str:
     """Log iteration `it` as a child run of the pipeline's parent; return the child's id."""
     client, exp_id = _client(cfg, layout.root)
@@ -167,6 +209,7 @@ def log_iteration(cfg: PipelineConfig, layout: Layout, it: IterationLayout) -> s
         client.log_batch(run_id, metrics=_metric_list(chunk, step))
     client.log_artifact(run_id, str(it.metrics))
     client.log_artifact(run_id, str(it.plot))
+    _log_budget(client, run_id, it)
     evaluate_only = {k: v for k, v in metrics.items() if k.startswith(("evaluate/", "verify/"))}
     client.log_batch(parent, metrics=_metric_list(evaluate_only, step))
     client.log_artifact(parent, str(it.plot))

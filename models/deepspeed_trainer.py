@@ -1,10 +1,11 @@
-"""`train.backend: deepspeed`: RAFT / RAFT++ under DeepSpeed ZeRO 0-3 on many ranks.
+"""`train.backend: deepspeed`: the policy-gradient iterations under DeepSpeed ZeRO 0-3.
 
-The train stage calls `rl_epochs_deepspeed` with what it would give the torch trainer. It
-writes the policy and examples to a job folder, starts the ranks through torchrun or the
-deepspeed launcher (hostfile for several nodes; gloo on CPU, nccl on GPUs), and loads the
-trained weights back, so the stage saves a plain `save_pretrained` checkpoint either way.
-Each rank runs `python -m models.deepspeed_trainer JOB`.
+The train stage calls `policy_epochs_deepspeed` with what it would give the torch trainer's
+`policy_epochs` (examples, objective, stage-start and reference log-probs). It writes them
+and the policy to a job folder (the objective with cloudpickle), starts the ranks through
+torchrun or the deepspeed launcher (hostfile for several nodes; gloo on CPU, nccl on GPUs),
+and loads the trained weights back, so the stage saves a plain `save_pretrained`
+checkpoint either way. Each rank runs `python -m models.deepspeed_trainer JOB`.
 
 Same batches as the torch trainer: one seeded shuffle per epoch cut into global
 micro-batches of `micro_batch_size`, each split evenly over the ranks; DeepSpeed averages
@@ -47,9 +48,19 @@ def launch_argv(ds: Any, job: Path) -> list[str]:
     return [*argv, "--module", "models.deepspeed_trainer", str(job)]
 
 
-def rl_epochs_deepspeed(model, tokenizer, examples: Sequence[Any], *, ds: Any, threads: int,
-                        job_dir: Path, **kwargs: Any) -> dict[str, float]:
-    """Train `model` in place on all ranks; `kwargs` are `rl_epochs`' own. Returns its stats."""
+def on_deepspeed(cfg: Any, layout: Any):
+    """`policy_epochs` with this config's DeepSpeed settings filled in."""
+    from functools import partial
+
+    return partial(policy_epochs_deepspeed, ds=cfg.deepspeed, threads=cfg.threads,
+                   job_dir=layout.root / ".cache" / "deepspeed-job")
+
+
+def policy_epochs_deepspeed(model, tokenizer, examples: Sequence[Any], objective: Any, *,
+                            old: Sequence[Any] | None, ref: Sequence[Any] | None, ds: Any,
+                            threads: int, job_dir: Path, **kwargs: Any) -> dict[str, float]:
+    """Train `model` in place on all ranks; `kwargs` are `policy_epochs`' own. Returns its
+    statistics, plus the per-step loss curve and what was dropped."""
     try:
         import deepspeed  # noqa: F401
     except ImportError:
@@ -57,6 +68,8 @@ def rl_epochs_deepspeed(model, tokenizer, examples: Sequence[Any], *, ds: Any, t
                           "DS_BUILD_OPS=0 pip install -e '.[deepspeed]'") from None
     import shutil
 
+    import cloudpickle
+    import torch
     from transformers import AutoModelForCausalLM
 
     shutil.rmtree(job_dir, ignore_errors=True)
@@ -66,6 +79,9 @@ def rl_epochs_deepspeed(model, tokenizer, examples: Sequence[Any], *, ds: Any, t
     job = {"examples": [asdict(ex) for ex in examples], "kwargs": kwargs, "threads": threads,
            "ds": ds.model_dump()}
     (job_dir / "job.json").write_text(json.dumps(job))
+    (job_dir / "objective.pkl").write_bytes(cloudpickle.dumps(objective))
+    torch.save({"old": None if old is None else list(old),
+                "ref": None if ref is None else list(ref)}, job_dir / "logprobs.pt")
     argv = launch_argv(ds, job_dir)
     log.info("launching %d rank(s): %s", ds.num_gpus * ds.num_nodes, shlex.join(argv))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
@@ -108,25 +124,20 @@ def ds_config(ds: dict[str, Any], *, per_rank: int, grad_accum_steps: int, max_g
 
 
 def _rank_main(job_dir: Path) -> None:
+    import cloudpickle
     import deepspeed
     import torch
     import torch.distributed as dist
 
-    from cotflow.algorithms.losses import clipped_surrogate
+    from cotflow.algorithms.losses import token_logprobs
+    from cotflow.algorithms.objectives import TokenBatch
     from models.policy import load_policy
-    from models.torch_trainer import (
-        Example,
-        _old_logprobs,
-        _raft,
-        batch_logprobs,
-        collate,
-        encode,
-        make_optimizer,
-        warmup_constant,
-    )
+    from models.torch_trainer import Example, collate, encode, make_optimizer, warmup_constant
 
     job = json.loads((job_dir / "job.json").read_text())
     kw, ds = job["kwargs"], job["ds"]
+    objective = cloudpickle.loads((job_dir / "objective.pkl").read_bytes())
+    saved = torch.load(job_dir / "logprobs.pt")
     torch.set_num_threads(job["threads"])
     deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
@@ -137,12 +148,10 @@ def _rank_main(job_dir: Path) -> None:
     examples = [Example(**e) for e in job["examples"]]
     encoded = [encode(tokenizer, ex, kw["max_len"]) for ex in examples]
     advantages = [ex.advantage for ex in examples]
+    correct = torch.tensor([ex.correct for ex in examples], dtype=torch.float32)
+    r_hat = torch.tensor([ex.r_hat for ex in examples], dtype=torch.float32)
     mb, gas = kw["micro_batch_size"], kw["grad_accum_steps"]
-    per_rank = mb // world
-    old = {}
-    if kw["algorithm"] == "raft++":  # before ZeRO-3 partitions the weights
-        old = _old_logprobs(model, encoded, advantages, mb, tokenizer.pad_token_id)
-    config = ds_config(ds, per_rank=per_rank, grad_accum_steps=gas,
+    config = ds_config(ds, per_rank=mb // world, grad_accum_steps=gas,
                        max_grad_norm=kw["max_grad_norm"], lr=kw["lr"],
                        weight_decay=kw["weight_decay"])
     optimizer = None if ds["offload_optimizer"] else make_optimizer(
@@ -152,7 +161,7 @@ def _rank_main(job_dir: Path) -> None:
     device = engine.device
     lr_at = warmup_constant(kw["lr"], kw["warmup_steps"])
 
-    # The torch trainer's batches; each rank keeps its slice of every global micro-batch.
+    # policy_epochs' batches; each rank keeps its slice of every global micro-batch.
     global_batches = []
     for _ in range(kw["epochs"]):
         order = list(range(len(encoded)))
@@ -162,16 +171,23 @@ def _rank_main(job_dir: Path) -> None:
     usable = usable[:len(usable) // gas * gas]
     dropped = sum(map(len, global_batches)) - sum(map(len, usable))
 
+    def padded(per_example, index: list[int], width: int):
+        if per_example is None:
+            return None
+        pad = torch.nn.functional.pad
+        return torch.stack([pad(per_example[i], (0, width - len(per_example[i])))
+                            for i in index]).to(device)
+
     def loss_of(batch) -> tuple[torch.Tensor, dict[str, float]]:
-        if kw["algorithm"] == "raft":
-            return _raft(engine, batch)
-        logprobs = batch_logprobs(engine, batch)
+        logits = engine(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+        logits = logits[:, :-1]
+        logprobs = token_logprobs(logits, batch.input_ids[:, 1:])
         width = logprobs.shape[1]
-        old_lp = torch.stack([torch.nn.functional.pad(old[i], (0, width - len(old[i])))
-                              for i in batch.index]).to(device)
-        loss, clip = clipped_surrogate(logprobs, old_lp, batch.advantages, batch.response_mask,
-                                       eps_low=kw["clip_eps"], eps_high=kw["clip_eps"])
-        return loss, {"clip_fraction": float(clip)}
+        return objective(TokenBatch(
+            logprobs=logprobs, logits=logits, mask=batch.response_mask,
+            advantages=batch.advantages, old_logprobs=padded(saved["old"], batch.index, width),
+            ref_logprobs=padded(saved["ref"], batch.index, width),
+            correct=correct[batch.index].to(device), r_hat=r_hat[batch.index].to(device)))
 
     engine.train()
     sums: dict[str, float] = {}
@@ -199,18 +215,16 @@ def _rank_main(job_dir: Path) -> None:
             grad_norms.append(float(norm) if norm is not None else 0.0)
     seconds = time.perf_counter() - t0
     # Means over every rank's micro-batches, as one process would have seen them.
-    packed = torch.tensor([sums.get("loss", 0.0), sums.get("clip_fraction", 0.0), tokens,
-                           *curve], dtype=torch.float64)
+    keys = sorted(sums)
+    packed = torch.tensor([*(sums[k] for k in keys), tokens, *curve], dtype=torch.float64)
     dist.all_reduce(packed)
     micro = max(len(usable), 1)
-    stats = {"loss": float(packed[0]) / world / micro,
-             "grad_norm": sum(grad_norms) / max(len(grad_norms), 1),
-             "optimizer_steps": steps, "micro_batches": len(usable),
-             "tokens_per_s": float(packed[2]) / seconds if seconds else 0.0,
-             "seconds": seconds, "dropped_examples": dropped, "ranks": world,
-             "loss_curve": [float(v) / world for v in packed[3:]]}
-    if kw["algorithm"] == "raft++":
-        stats["clip_fraction"] = float(packed[1]) / world / micro
+    stats = {k: float(packed[i]) / world / micro for i, k in enumerate(keys)}
+    stats.update(grad_norm=sum(grad_norms) / max(len(grad_norms), 1), optimizer_steps=steps,
+                 micro_batches=len(usable),
+                 tokens_per_s=float(packed[len(keys)]) / seconds if seconds else 0.0,
+                 seconds=seconds, dropped_examples=dropped, ranks=world,
+                 loss_curve=[float(v) / world for v in packed[len(keys) + 1:]])
     with deepspeed.zero.GatheredParameters(list(engine.module.parameters())):
         if rank == 0:
             engine.module.save_pretrained(job_dir / "out")

@@ -1,4 +1,4 @@
-"""Policy updates in plain torch: the SFT warm start, RAFT and RAFT++.
+"""Policy updates in plain torch: the SFT warm start, policy-gradient objectives, DPO.
 
 Micro-batches with gradient accumulation, AdamW, gradient clipping. A fresh optimizer
 each iteration (the RAFT recipe); the policy is saved by the caller with save_pretrained.
@@ -15,7 +15,9 @@ from dataclasses import dataclass
 
 import torch
 
-from cotflow.algorithms.losses import clipped_surrogate, raft_loss, token_logprobs
+from cotflow.algorithms.dpo import dpo_loss, sequence_logprob
+from cotflow.algorithms.losses import raft_loss, token_logprobs
+from cotflow.algorithms.objectives import Objective, TokenBatch
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +27,8 @@ class Example:
     prompt: str
     completion: str
     advantage: float = 1.0
+    correct: float = 1.0  # NFT's label
+    r_hat: float = 1.0  # NFT: the prompt's clamped share of correct samples
 
 
 @dataclass
@@ -160,20 +164,29 @@ def _raft(model, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
     return raft_loss(batch_logprobs(model, batch), batch.advantages, batch.response_mask), {}
 
 
-def rl_epochs(model, tokenizer, examples: Sequence[Example], *, algorithm: str, epochs: int,
-              micro_batch_size: int, grad_accum_steps: int, lr: float, warmup_steps: int,
-              weight_decay: float, max_grad_norm: float, clip_eps: float, seed: int,
-              max_len: int) -> dict[str, float]:
-    """RAFT (SFT on accepted) or RAFT++ (clipped surrogate against the stage-start policy)."""
-    if algorithm not in ("raft", "raft++"):
-        raise ValueError(f"algorithm {algorithm!r}: the torch trainer knows raft and raft++")
+def stage_start_logprobs(model, tokenizer, examples: Sequence[Example], *, micro_batch_size: int,
+                         max_len: int) -> list[torch.Tensor]:
+    """log π of every response token under `model` as it is now (the stage-start policy, or
+    a reference), per example: the old log-probs of the ratio ρ and of KL terms."""
+    encoded = [encode(tokenizer, ex, max_len) for ex in examples]
+    return _old_logprobs(model, encoded, [ex.advantage for ex in examples], micro_batch_size,
+                         tokenizer.pad_token_id)
+
+
+def policy_epochs(model, tokenizer, examples: Sequence[Example], objective: Objective, *,
+                  old: Sequence[torch.Tensor] | None, ref: Sequence[torch.Tensor] | None,
+                  epochs: int, micro_batch_size: int, grad_accum_steps: int, lr: float,
+                  warmup_steps: int, weight_decay: float, max_grad_norm: float, seed: int,
+                  max_len: int) -> dict[str, float]:
+    """`epochs` shuffled passes over `examples` in micro-batches; each optimizer step is one
+    mini-batch of micro_batch_size × grad_accum_steps examples, so an iteration takes several
+    off-policy steps after the first (hence the ratio clip against `old`)."""
     rng = random.Random(seed)
     torch.manual_seed(seed)
     encoded = [encode(tokenizer, ex, max_len) for ex in examples]
     advantages = [ex.advantage for ex in examples]
-    old: dict[int, torch.Tensor] = {}
-    if algorithm == "raft++":
-        old = _old_logprobs(model, encoded, advantages, micro_batch_size, tokenizer.pad_token_id)
+    correct = torch.tensor([ex.correct for ex in examples], dtype=torch.float32)
+    r_hat = torch.tensor([ex.r_hat for ex in examples], dtype=torch.float32)
 
     def batches() -> Iterator[Batch]:
         for _ in range(epochs):
@@ -184,31 +197,87 @@ def rl_epochs(model, tokenizer, examples: Sequence[Example], *, algorithm: str, 
                 yield collate([encoded[i] for i in idx], [advantages[i] for i in idx], idx,
                               tokenizer.pad_token_id)
 
-    def plusplus(batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
-        logprobs = batch_logprobs(model, batch)
+    def padded(per_example: Sequence[torch.Tensor] | None, batch: Batch,
+               width: int) -> torch.Tensor | None:
+        if per_example is None:
+            return None
+        pad = torch.nn.functional.pad
+        return torch.stack([pad(per_example[i], (0, width - len(per_example[i])))
+                            for i in batch.index])
+
+    def loss_fn(batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+        logits = logits[:, :-1]
+        logprobs = token_logprobs(logits, batch.input_ids[:, 1:])
         width = logprobs.shape[1]
-        old_lp = torch.stack([torch.nn.functional.pad(old[i], (0, width - len(old[i])))
-                              for i in batch.index])
-        loss, clip = clipped_surrogate(logprobs, old_lp, batch.advantages, batch.response_mask,
-                                       eps_low=clip_eps, eps_high=clip_eps)
-        return loss, {"clip_fraction": float(clip)}
+        return objective(TokenBatch(
+            logprobs=logprobs, logits=logits, mask=batch.response_mask,
+            advantages=batch.advantages, old_logprobs=padded(old, batch, width),
+            ref_logprobs=padded(ref, batch, width), correct=correct[batch.index],
+            r_hat=r_hat[batch.index]))
 
     optimizer = make_optimizer(model, lr=lr, weight_decay=weight_decay)
-    fn = plusplus if algorithm == "raft++" else (lambda b: _raft(model, b))
-    return optimize(model, optimizer, batches(), fn, grad_accum_steps=grad_accum_steps,
+    return optimize(model, optimizer, batches(), loss_fn, grad_accum_steps=grad_accum_steps,
+                    max_grad_norm=max_grad_norm, lr_at=warmup_constant(lr, warmup_steps))
+
+
+def dpo_epochs(model, tokenizer, pairs: Sequence[tuple[Example, Example]], *, beta: float,
+               epochs: int, micro_batch_size: int, grad_accum_steps: int, lr: float,
+               warmup_steps: int, weight_decay: float, max_grad_norm: float, seed: int,
+               max_len: int) -> dict[str, float]:
+    """DPO over (chosen, rejected) pairs; the reference is the policy at the stage's start
+    (specs/algorithms-b.md §1.6). A micro-batch holds micro_batch_size pairs."""
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    chosen = [encode(tokenizer, c, max_len) for c, _ in pairs]
+    rejected = [encode(tokenizer, r, max_len) for _, r in pairs]
+    pad = tokenizer.pad_token_id
+
+    def pair_batch(idx: list[int]) -> Batch:
+        # Chosen rows first, then rejected; index names each row's pair.
+        return collate([chosen[i] for i in idx] + [rejected[i] for i in idx],
+                       [1.0] * (2 * len(idx)), idx + idx, pad)
+
+    def seq_logps(batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        logps = sequence_logprob(batch_logprobs(model, batch), batch.response_mask)
+        half = len(batch.index) // 2
+        return logps[:half], logps[half:]
+
+    with torch.no_grad():
+        model.train(False)
+        ref_c, ref_r = torch.zeros(len(pairs)), torch.zeros(len(pairs))
+        for s in range(0, len(pairs), micro_batch_size):
+            idx = list(range(s, min(s + micro_batch_size, len(pairs))))
+            ref_c[idx], ref_r[idx] = seq_logps(pair_batch(idx))
+
+    def batches() -> Iterator[Batch]:
+        for _ in range(epochs):
+            order = list(range(len(pairs)))
+            rng.shuffle(order)
+            for s in range(0, len(order), micro_batch_size):
+                yield pair_batch(order[s : s + micro_batch_size])
+
+    def loss_fn(batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        idx = batch.index[: len(batch.index) // 2]
+        c, r = seq_logps(batch)
+        loss, z = dpo_loss(c, r, ref_c[idx], ref_r[idx], beta=beta)
+        return loss, {"reward_accuracy": float((z > 0).float().mean()),
+                      "margin": float(z.detach().mean())}
+
+    optimizer = make_optimizer(model, lr=lr, weight_decay=weight_decay)
+    return optimize(model, optimizer, batches(), loss_fn, grad_accum_steps=grad_accum_steps,
                     max_grad_norm=max_grad_norm, lr_at=warmup_constant(lr, warmup_steps))
 
 
 @torch.no_grad()
 def _old_logprobs(model, encoded, advantages, micro_batch_size: int,
-                  pad_id: int) -> dict[int, torch.Tensor]:
-    """log-probs of the policy as it was when the stage started, per example."""
+                  pad_id: int) -> list[torch.Tensor]:
+    """log-probs of the policy as it is now, per example."""
     model.train(False)
-    out: dict[int, torch.Tensor] = {}
+    out: list[torch.Tensor] = []
     for s in range(0, len(encoded), micro_batch_size):
         idx = list(range(s, min(s + micro_batch_size, len(encoded))))
         batch = collate([encoded[i] for i in idx], [advantages[i] for i in idx], idx, pad_id)
         logprobs = batch_logprobs(model, batch)
-        for row, i in enumerate(idx):
-            out[i] = logprobs[row, : len(encoded[i][0]) - 1].clone()
+        out.extend(logprobs[row, : len(encoded[i][0]) - 1].clone() for row, i in enumerate(idx))
     return out

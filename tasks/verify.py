@@ -11,34 +11,49 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
-from cotflow.config import PipelineConfig
+from cotflow.config import PipelineConfig, VerifyConfig
 from cotflow.layout import IterationLayout, Layout
 from cotflow.records import read_table, write_table
-from cotflow.verify.grade import CORRECT
+from cotflow.verify.grade import CORRECT, Grade
+
+
+def rewards_of(v: VerifyConfig, pool, golds: Sequence[str],
+               completions: Sequence[str]) -> tuple[list[Grade], list[float], list[bool]]:
+    """Grades, rewards and wrong-step flags of completions against their gold answers."""
+    from cotflow.data.arithmetic import steps_consistent
+
+    grades = pool.grade_many(list(zip(golds, completions, strict=True)))
+    correct = [g.verdict == CORRECT for g in grades]
+    wrong_steps = [ok and v.check_steps and not steps_consistent(text)
+                   for ok, text in zip(correct, completions, strict=True)]
+    rewards = [1.0 if ok and not bad else 0.0
+               for ok, bad in zip(correct, wrong_steps, strict=True)]
+    return grades, rewards, wrong_steps
+
+
+def grade(cfg: PipelineConfig, golds: Sequence[str],
+          completions: Sequence[str]) -> tuple[list[Grade], list[float], list[bool]]:
+    """`rewards_of` in a verifier pool of its own."""
+    from cotflow.verify.pool import VerifierPool
+
+    v = cfg.verify
+    with VerifierPool(workers=v.workers, timeout_s=v.timeout_s, memory_mb=v.memory_mb) as pool:
+        return rewards_of(v, pool, golds, completions)
 
 
 def run(cfg: PipelineConfig, layout: Layout,
         it: IterationLayout) -> tuple[dict[str, Any], dict[str, Any]]:
-    from cotflow.verify.pool import VerifierPool
     from tasks.common import problems_by_id
 
-    v = cfg.verify
     samples = read_table(it.samples, "samples")
     problems = problems_by_id(layout.train_set)
     golds = [problems[pid]["answer"] for pid in samples["prompt_id"]]
     t0 = time.perf_counter()
-    with VerifierPool(workers=v.workers, timeout_s=v.timeout_s, memory_mb=v.memory_mb) as pool:
-        grades = pool.grade_many(list(zip(golds, samples["completion"], strict=True)))
+    grades, rewards, wrong_steps = grade(cfg, golds, samples["completion"])
     seconds = time.perf_counter() - t0
-    from cotflow.data.arithmetic import steps_consistent
-
-    correct = [g.verdict == CORRECT for g in grades]
-    wrong_steps = [ok and v.check_steps and not steps_consistent(text)
-                   for ok, text in zip(correct, samples["completion"], strict=True)]
-    rewards = [1.0 if ok and not bad else 0.0 for ok, bad in zip(correct, wrong_steps,
-                                                                 strict=True)]
     write_table(it.verdicts, "verdicts", {
         "prompt_id": samples["prompt_id"], "sample_idx": samples["sample_idx"],
         "verdict": [g.verdict for g in grades], "reward": rewards,

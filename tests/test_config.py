@@ -40,6 +40,16 @@ def test_shipped_params_are_valid():
         (lambda r: r["iterations"].update({"7": {"algorithm": "raft", "prev": "iter-003"}}),
          "iterations must be '001', '002'"),
         (lambda r: r["iterations"]["001"].update(algorithm="ppo"), "iterations.001.algorithm"),
+        (lambda r: r["allocate"].update(method="best"), "allocate.method"),
+        (lambda r: r["allocate"]["gvm"].update(probe="cache"), "allocate.gvm.probe"),
+        (lambda r: r["allocate"]["gvm"].update(filter_threshold=2.0),
+         "allocate.gvm.filter_threshold"),
+        (lambda r: r["allocate"]["gvm"].update(cap=0), "allocate.gvm.cap"),
+        (lambda r: r["allocate"]["gvm"].update(grad_params=[]), "allocate.gvm.grad_params"),
+        (lambda r: r["allocate"].update(method="gvm", gvm={**r["allocate"]["gvm"], "floor": 3}),
+         "gvm.floor 3 × 4096 prompts exceeds the budget 8192"),
+        (lambda r: r["allocate"].update(method="gvm", gvm={**r["allocate"]["gvm"], "cap": 1}),
+         "gvm.cap 1 × 4096 prompts is below the budget 8192"),
     ],
 )
 def test_bad_params_name_the_key(tmp_path, mutate, needle):
@@ -100,3 +110,56 @@ def test_unquoted_iteration_keys_say_to_quote(tmp_path):
     p.write_text(text)
     with pytest.raises(ConfigError, match="quote iteration keys"):
         load_params(p)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "needle"),
+    [
+        (lambda r: r["algorithms"]["grpo"].update(kind="ppo"), "algorithms.grpo"),
+        (lambda r: r["algorithms"]["grpo"].update(advantage_std="mad"),
+         "algorithms.grpo.grpo.advantage_std"),
+        (lambda r: r["algorithms"]["dapo"].pop("eps_high"), "eps_high: missing key"),
+        (lambda r: r["algorithms"]["nft"].update(normalize=3), "algorithms.nft.nft.normalize"),
+        (lambda r: r["algorithms"]["dpo"].update(beta=0), "algorithms.dpo.dpo.beta"),
+        (lambda r: r["algorithms"]["seed-grpo"]["semantic_entropy"].update(f="cubic"),
+         "semantic_entropy.f"),
+        (lambda r: r["iterations"]["002"].update(algorithm="my-grpo"),
+         "iterations.002.algorithm 'my-grpo' is not a key of algorithms"),
+    ],
+)
+def test_bad_algorithm_settings_name_the_key(tmp_path, mutate, needle):
+    with pytest.raises(ConfigError) as err:
+        load_params(_write(tmp_path, mutate))
+    assert needle in str(err.value)
+
+
+def test_overrides_change_one_algorithm_setting(tmp_path):
+    def mutate(r):
+        r["iterations"]["002"].update(algorithm="dapo", overrides={
+            "algorithms": {"dapo": {"eps_high": 0.3}}, "sample": {"dynamic_sampling_rounds": 1}})
+
+    cfg = load_params(_write(tmp_path, mutate))
+    dapo = cfg.for_iteration("002").algorithm("002")
+    assert dapo.eps_high == 0.3 and dapo.eps_low == 0.2 and dapo.reward_incorrect == -1.0
+    assert cfg.algorithm("002").eps_high == 0.28
+    assert cfg.for_iteration("002").sample.dynamic_sampling_rounds == 1
+
+
+@pytest.mark.parametrize(("preset", "algorithm", "n"), [("gvm-raft", "raft++", 2),
+                                                       ("gvm-grpo", "grpo", 8)])
+def test_gvm_presets(tmp_path, preset, algorithm, n):
+    import shutil
+
+    from cotflow.presets import apply_preset
+
+    params = tmp_path / "params.yaml"
+    shutil.copy(ROOT / "params.yaml", params)
+    apply_preset(params, [preset] * 3)
+    cfg = load_params(params)
+    for key in cfg.iterations:
+        it = cfg.for_iteration(key)
+        assert it.allocate.method == "gvm" and it.allocate.gvm.probe_n == 8
+        assert it.algorithm(key).kind == algorithm and it.allocate.n == n
+        assert it.allocate.budget == cfg.allocate.n * cfg.allocate.prompts_per_iteration
+    with pytest.raises(ConfigError, match="unknown"):
+        apply_preset(params, ["nope"])

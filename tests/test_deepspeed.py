@@ -24,9 +24,8 @@ from tests.conftest import micro_params
 pytest.importorskip("deepspeed", reason="the deepspeed extra is not installed")
 pytestmark = [pytest.mark.deepspeed, pytest.mark.slow]
 
-TRAIN = dict(algorithm="raft", epochs=3, micro_batch_size=8, grad_accum_steps=1, lr=1e-3,
-             warmup_steps=2, weight_decay=0.0, max_grad_norm=1.0, clip_eps=0.2, seed=7,
-             max_len=256)
+TRAIN = dict(epochs=3, micro_batch_size=8, grad_accum_steps=1, lr=1e-3, warmup_steps=2,
+             weight_decay=0.0, max_grad_norm=1.0, seed=7, max_len=256)
 
 
 @pytest.fixture(scope="module")
@@ -60,21 +59,25 @@ def _update_gap(start, reference, other) -> float:
 
 @pytest.mark.parametrize("algorithm", ["raft", "raft++"])
 def test_zero2_two_ranks_matches_torch(ws, algorithm):
-    from models.deepspeed_trainer import rl_epochs_deepspeed
-    from models.torch_trainer import rl_epochs
+    from cotflow.algorithms import objectives
+    from models.deepspeed_trainer import policy_epochs_deepspeed
+    from models.torch_trainer import policy_epochs, stage_start_logprobs
 
     # raft++ on 41: each epoch ends on a 1-example batch, too small for two ranks.
     it, examples = _examples(ws, 40 if algorithm == "raft" else 41)
     start, tokenizer = load_policy(it.prev_policy)
     ref, _ = load_policy(it.prev_policy, for_training=True)
     ds_model, _ = load_policy(it.prev_policy, for_training=True)
-    kwargs = {**TRAIN, "algorithm": algorithm}
     torch.set_num_threads(1)
-    want = rl_epochs(ref, tokenizer, examples, **kwargs)
+    objective, old = objectives.raft, None
+    if algorithm == "raft++":
+        objective = objectives.raft_plus_plus(0.2)
+        old = stage_start_logprobs(start, tokenizer, examples, micro_batch_size=8, max_len=256)
+    want = policy_epochs(ref, tokenizer, examples, objective, old=old, ref=None, **TRAIN)
     cfg = load_params(ws / "params.yaml").deepspeed.model_copy(
         update={"num_gpus": 2, "zero_stage": 2})
-    got = rl_epochs_deepspeed(ds_model, tokenizer, examples, ds=cfg, threads=1,
-                              job_dir=ws / ".cache" / "ds-job", **kwargs)
+    got = policy_epochs_deepspeed(ds_model, tokenizer, examples, objective, old=old, ref=None,
+                                  ds=cfg, threads=1, job_dir=ws / ".cache" / "ds-job", **TRAIN)
     assert got["ranks"] == 2
     assert got["dropped_examples"] == (0 if algorithm == "raft" else 3)
     assert got["optimizer_steps"] == len(got["loss_curve"]) > 0

@@ -78,11 +78,16 @@ def test_train_param_change_reruns_train_and_what_follows_only(repro_ws):
     try:
         stale = json.loads(_dvc(ws, env, "status", "--json").stdout)
         assert sorted(stale) == ["train@001", "train@002"]
+        outs_before = _lock_outs(ws)
         ran = _ran(_dvc(ws, env, "repro").stdout)
         assert ran[0] == "train@001"
-        upstream = {"prepare", "allocate@001", "allocate@002", "sample@001", "verify@001",
-                    "critique@001", "judge@001"}
+        upstream = {"prepare", "allocate@001", "sample@001", "verify@001", "critique@001",
+                    "judge@001"}
         assert not upstream & set(ran)
+        # allocate@002 depends on iter-001's policy (GVM probes it); uniform rewrites the
+        # same bytes.
+        assert "allocate@002" in ran
+        assert _lock_outs(ws)["allocate@002"] == outs_before["allocate@002"]
         assert {"evaluate@001", "sample@002", "train@002", "evaluate@002"} <= set(ran)
     finally:
         (ws / "params.yaml").write_text(params)
@@ -94,6 +99,42 @@ def test_train_param_change_reruns_train_and_what_follows_only(repro_ws):
 
 def _ran(stdout: str) -> list[str]:
     return [line.split("'")[1] for line in stdout.splitlines() if line.startswith("Running stage")]
+
+
+def test_gvm_iteration_through_dvc_and_mlflow(tmp_path_factory):
+    """Iteration 002 allocates by GVM: its budget is an output, its histograms reach MLflow,
+    and a GVM knob leaves iteration 001's (uniform) samples alone."""
+    from mlflow.tracking import MlflowClient
+
+    from cotflow.records import read_table
+
+    raw = micro_params()
+    raw["iterations"]["002"]["overrides"] = {"allocate": {"method": "gvm"}}
+    ws = make_workspace(tmp_path_factory.mktemp("gvm"), raw)
+    env = _env(ws)
+    _dvc(ws, env, "repro")
+    assert json.loads(_dvc(ws, env, "status", "--json").stdout) == {}
+    assert ("artifacts/iter-002/budget.parquet" in
+            [p for p, _ in _lock_outs(ws)["allocate@002"]])
+    budget = read_table(ws / "artifacts/iter-002/budget.parquet", "budget")
+    assert sum(budget["n"]) == 64 and set(budget["probe_samples"]) == {4}
+    samples = read_table(ws / "artifacts/iter-002/samples.parquet", "samples")
+    assert [samples["prompt_id"].count(p) for p in budget["prompt_id"]] == budget["n"]
+    client = MlflowClient(f"sqlite:///{ws / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("cotflow")
+    child = next(r for r in client.search_runs([exp.experiment_id])
+                 if r.data.tags.get("cotflow.iteration") == "002")
+    assert {a.path for a in client.list_artifacts(child.info.run_id, "allocation")} == {
+        "allocation/budget_histograms.png", "allocation/budget.parquet"}
+    assert child.data.metrics["allocate/probe_samples"] == 64
+
+    raw["allocate"]["gvm"]["alpha"] = 0.5
+    (ws / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    before = _lock_outs(ws)
+    ran = _ran(_dvc(ws, env, "repro").stdout)
+    assert {"allocate@001", "allocate@002"} <= set(ran)
+    assert not {"prepare", "sample@001", "train@001"} & set(ran)
+    assert _lock_outs(ws)["allocate@001"] == before["allocate@001"]
 
 
 def test_every_trained_parameter_changed(repro_ws):

@@ -42,10 +42,15 @@ def test_prepare_writes_splits_policy_and_metrics(ws):
 
 
 def test_allocate_is_seeded_and_uniform(ws):
-    run_stage("allocate", "1", ws, ws / "params.yaml")
+    stats = run_stage("allocate", "1", ws, ws / "params.yaml")
     first = read_table(_it(ws).allocation, "allocation")
+    raw = _it(ws).allocation.read_bytes(), _it(ws).budget.read_bytes()
     run_stage("allocate", "001", ws, ws / "params.yaml")
     assert read_table(_it(ws).allocation, "allocation") == first
+    # byte-identical: a rerun forced by a new previous policy leaves `sample` up to date
+    assert (_it(ws).allocation.read_bytes(), _it(ws).budget.read_bytes()) == raw
+    assert all(col == [] for col in read_table(_it(ws).budget, "budget").values())
+    assert stats["probe_samples"] == 0 and stats["samples"] == 64
     assert len(first["prompt_id"]) == 16 and set(first["n"]) == {4}
     run_stage("allocate", "2", ws, ws / "params.yaml")
     assert read_table(_it(ws, "002").allocation, "allocation")["prompt_id"] != first["prompt_id"]
@@ -129,3 +134,90 @@ def test_stage_errors_are_named(ws):
         run_stage("sample", None, ws, ws / "params.yaml")
     with pytest.raises(ValueError, match="not in params.yaml"):
         run_stage("sample", "9", ws, ws / "params.yaml")
+
+
+def _gvm_params(ws: Path, **gvm) -> Path:
+    import yaml
+
+    raw = yaml.safe_load((ws / "params.yaml").read_text())
+    raw["allocate"]["method"] = "gvm"
+    raw["allocate"]["gvm"].update(gvm)
+    path = ws / "params.gvm.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def test_gvm_allocate_probes_and_sample_draws_n_i(ws):
+    import numpy as np
+
+    from cotflow.algorithms.gvm import allocate
+
+    params = _gvm_params(ws, probe="sample")
+    stats = run_stage("allocate", "1", ws, params)
+    it = _it(ws)
+    alloc = read_table(it.allocation, "allocation")
+    budget = read_table(it.budget, "budget")
+    assert sum(alloc["n"]) == 64 == stats["samples"]  # the uniform budget: 16 prompts × 4
+    assert budget["prompt_id"] == alloc["prompt_id"] and budget["n"] == alloc["n"]
+    assert set(budget["probe_samples"]) == {4} and stats["probe_samples"] == 64
+    assert not any(budget["probe_reused"])
+    assert budget["p"] == [a / 4 for a in budget["accepted"]]
+    assert all((g > 0) == (a > 0) for g, a in zip(budget["G"], budget["accepted"], strict=True))
+    assert 0 < stats["mean_p"] < 1, "the warm start should solve some probes, not all"
+    want, _ = allocate(budget["p"], budget["G"], 64, alpha=1e-3, beta=2.0)
+    assert budget["n"] == want.tolist()
+    assert stats["zero_share"] == round(float(np.mean(np.array(want) == 0)), 6)
+    assert read_json(it.stats("allocate"))["method"] == "gvm"
+    # the same draw on a rerun
+    run_stage("allocate", "1", ws, params)
+    assert read_table(it.budget, "budget") == budget
+
+    run_stage("sample", "1", ws, params)
+    samples = read_table(it.samples, "samples")
+    drawn = {pid: samples["prompt_id"].count(pid) for pid in alloc["prompt_id"]}
+    assert drawn == dict(zip(alloc["prompt_id"], alloc["n"], strict=True))
+
+
+def test_gvm_reuse_takes_the_previous_iterations_samples(ws):
+    import shutil
+
+    from models.grad_norms import sample_grad_norms
+    from models.policy import load_policy
+    from models.torch_trainer import Example
+    from tasks.allocate import choose_prompts
+
+    lay = Layout(ws)
+    it = _it(ws, "002")
+    if not it.prev_policy.exists():
+        shutil.copytree(lay.base_policy, it.prev_policy)
+    problems = {r["id"]: r for r in rows_of(read_table(lay.train_set, "problems"))}
+    chosen = choose_prompts(list(problems), 16, 0, "002")
+    # Iteration 001 "sampled" 10 of them: k gold solutions and 3 - k wrong ones, k = i % 4.
+    samples, verdicts = [], []
+    for i, pid in enumerate(chosen[:10]):
+        p = problems[pid]
+        for j in range(3):
+            ok = j < i % 4
+            samples.append({"prompt_id": pid, "sample_idx": j, "prompt": p["question"] + "\n",
+                            "completion": p["solution"] if ok else "1 + 1 = 2. \\boxed{2}",
+                            "num_tokens": 9, "finished": True})
+            verdicts.append({"prompt_id": pid, "sample_idx": j, "extracted": None,
+                             "verdict": "correct" if ok else "incorrect",
+                             "reward": 1.0 if ok else 0.0})
+    write_table(it.prev_samples, "samples", samples)
+    write_table(it.prev_verdicts, "verdicts", verdicts)
+
+    stats = run_stage("allocate", "2", ws, _gvm_params(ws, probe="reuse"))
+    budget = rows_of(read_table(it.budget, "budget"))
+    assert budget[0]["prompt_id"] == chosen[0]
+    assert [b["probe_reused"] for b in budget] == [True] * 10 + [False] * 6
+    assert [b["probe_samples"] for b in budget] == [3] * 10 + [4] * 6
+    assert [b["accepted"] for b in budget[:10]] == [i % 4 for i in range(10)]
+    assert stats["probe_samples"] == 24 and stats["probe_reused_samples"] == 30
+    assert stats["probe_reused_prompts"] == 10 and stats["samples"] == 64
+    model, tok = load_policy(it.prev_policy)
+    p = problems[chosen[3]]  # three accepted gold solutions: G is their own norm
+    norm = sample_grad_norms(model, tok, [Example(p["question"] + "\n", p["solution"])],
+                             max_len=256)[0]
+    assert budget[3]["G"] == pytest.approx(norm, rel=1e-5)
+    assert budget[0]["G"] == 0.0 and budget[0]["n"] == 0  # nothing accepted: no samples

@@ -1,0 +1,93 @@
+"""Ready-made iteration lists: `cotflow preset grpo --iterations 3` rewrites the
+`iterations:` block of params.yaml; `cotflow preset grpo grpo dpo` mixes types in order.
+
+A preset names an entry of params.yaml `algorithms` and the per-iteration overrides it needs.
+Group methods sample G = 8 completions per prompt and keep the sample budget of params.yaml
+(allocate.prompts_per_iteration × allocate.n), so presets compare at equal cost.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cotflow.config import ConfigError, PipelineConfig, load_params
+
+GROUP_SIZE = 8
+# preset -> (algorithms entry, needs groups, extra overrides)
+PRESETS: dict[str, tuple[str, bool, dict[str, dict[str, Any]]]] = {
+    "raft": ("raft", False, {}),
+    "raft++": ("raft++", False, {}),
+    "grpo": ("grpo", True, {}),
+    "dr-grpo": ("dr-grpo", True, {}),
+    "dapo": ("dapo", True, {"sample": {"dynamic_sampling_rounds": 2}}),
+    "seed-grpo": ("seed-grpo", True, {}),
+    "nft": ("nft", True, {}),
+    "dpo": ("dpo", True, {}),
+    # GVM (specs/algorithms-a.md §1): the same budget, spent per prompt where it lowers the
+    # gradient's variance most, after a probe of allocate.gvm.probe_n samples per prompt.
+    "gvm-raft": ("raft++", False, {"allocate": {"method": "gvm"}}),
+    "gvm-grpo": ("grpo", True, {"allocate": {"method": "gvm"}}),
+}
+
+
+def iterations_for(cfg: PipelineConfig, names: list[str]) -> dict[str, dict[str, Any]]:
+    """The `iterations` mapping that runs `names` in order from the warm start."""
+    out: dict[str, dict[str, Any]] = {}
+    budget = cfg.allocate.prompts_per_iteration * cfg.allocate.n
+    for i, name in enumerate(names):
+        if name not in PRESETS:
+            raise ConfigError(f"preset {name!r}: unknown (have {', '.join(PRESETS)})")
+        algorithm, grouped, extra = PRESETS[name]
+        overrides = {k: dict(v) for k, v in extra.items()}
+        if grouped:
+            prompts = budget // GROUP_SIZE
+            if prompts < 1:
+                raise ConfigError(f"preset {name}: a sample budget of {budget} is below one "
+                                  f"group of {GROUP_SIZE}")
+            overrides["allocate"] = {**overrides.get("allocate", {}),
+                                     "prompts_per_iteration": prompts, "n": GROUP_SIZE}
+        entry: dict[str, Any] = {"algorithm": algorithm,
+                                 "prev": "base" if i == 0 else f"iter-{i:03d}"}
+        if overrides:
+            entry["overrides"] = overrides
+        out[f"{i + 1:03d}"] = entry
+    return out
+
+
+def render_iterations(iterations: dict[str, dict[str, Any]]) -> str:
+    lines = ["iterations:"]
+    for key, entry in iterations.items():
+        flow = yaml.safe_dump(entry, default_flow_style=True, sort_keys=False, width=10_000)
+        lines.append(f'  "{key}": {flow.strip()}')
+    return "\n".join(lines) + "\n"
+
+
+def apply_preset(params: Path, names: list[str]) -> str:
+    """Rewrite params.yaml's `iterations:` block (the last top-level key; everything above
+    it, comments included, is kept). Validated before the file is replaced."""
+    cfg = load_params(params)
+    text = params.read_text()
+    marker = "\niterations:"
+    if marker not in text:
+        raise ConfigError(f"{params}: no top-level 'iterations:' block to replace")
+    head, _, tail = text.partition(marker)
+    if any(line and not line[0].isspace() and not line.startswith("#")
+           for line in tail.splitlines()[1:]):
+        raise ConfigError(f"{params}: 'iterations:' must be the last top-level key")
+    block = render_iterations(iterations_for(cfg, names))
+    new = head + "\n" + block
+    fd, tmp = tempfile.mkstemp(dir=params.parent, prefix=f".{params.name}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(new)
+        load_params(tmp)
+        os.replace(tmp, params)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return block
