@@ -48,6 +48,22 @@ def batch(vocab: int, size: int, length: int, device):
     return ids, torch.ones_like(ids)
 
 
+def timed(step, steps: int, warmup: int, tokens_per_step: int) -> dict:
+    """Run `warmup` then `steps` training steps; tokens/s and s/step of the latter."""
+    import torch
+
+    for _ in range(warmup):
+        step()
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        loss = step()
+    torch.cuda.synchronize()
+    seconds = time.perf_counter() - t0
+    return {"tokens_per_s": steps * tokens_per_step / seconds, "step_s": seconds / steps,
+            "peak_gib": torch.cuda.max_memory_allocated() / 2**30, "loss": loss}
+
+
 def train_torch(cfg, steps: int, warmup: int) -> dict:
     import torch
     from transformers import AutoModelForCausalLM
@@ -58,23 +74,17 @@ def train_torch(cfg, steps: int, warmup: int) -> dict:
     model = AutoModelForCausalLM.from_config(cfg).cuda().train()
     opt = make_optimizer(model, lr=1e-5, weight_decay=0.0)
     ids, mask = batch(cfg.vocab_size, 8, 512, "cuda")
-    for step in range(warmup + steps):
-        if step == warmup:
-            torch.cuda.synchronize()
-            t0 = time.perf_counter()
+
+    def step() -> float:
         with torch.autocast("cuda", dtype=torch.bfloat16):
             loss = model(input_ids=ids, attention_mask=mask, labels=ids).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-    torch.cuda.synchronize()
-    seconds = time.perf_counter() - t0
-    out = {"tokens_per_s": steps * ids.numel() / seconds, "step_s": seconds / steps,
-           "peak_gib": torch.cuda.max_memory_allocated() / 2**30, "loss": loss.item()}
-    del model, opt
-    torch.cuda.empty_cache()
-    return out
+        return loss.item()
+
+    return timed(step, steps, warmup, ids.numel())
 
 
 def train_deepspeed(cfg, steps: int, warmup: int) -> dict:
@@ -101,20 +111,14 @@ def train_deepspeed(cfg, steps: int, warmup: int) -> dict:
     engine, *_ = deepspeed.initialize(model=model, config=config,
                                       optimizer=make_optimizer(model, lr=1e-5, weight_decay=0))
     ids, mask = batch(cfg.vocab_size, 8, 512, engine.device)
-    for step in range(warmup + steps):
-        if step == warmup:
-            torch.cuda.synchronize()
-            t0 = time.perf_counter()
+
+    def step() -> float:
         loss = engine(input_ids=ids, attention_mask=mask, labels=ids).loss
         engine.backward(loss)
         engine.step()
-    torch.cuda.synchronize()
-    seconds = time.perf_counter() - t0
-    out = {"tokens_per_s": steps * ids.numel() / seconds, "step_s": seconds / steps,
-           "peak_gib": torch.cuda.max_memory_allocated() / 2**30, "loss": loss.item()}
-    del engine, model
-    torch.cuda.empty_cache()
-    return out
+        return loss.item()
+
+    return timed(step, steps, warmup, ids.numel())
 
 
 def sample_hf(cfg, prompts: int, new_tokens: int) -> dict:
@@ -167,6 +171,7 @@ def main() -> int:
             res = fn()
         except Exception as err:  # noqa: BLE001 - one failing row must not hide the others
             res = {"note": f"failed: {type(err).__name__}: {str(err)[:120]}"}
+        torch.cuda.empty_cache()  # the last measurement's model is gone with its function
         res["wall_s"] = time.perf_counter() - t0
         rows.append((name, res))
         print(f"  {name}: done in {res['wall_s']:.0f} s", flush=True)
