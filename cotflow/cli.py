@@ -51,8 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     apply_defaults(root)
     try:
         if args.command == "stage":
+            from cotflow.runlock import check_stage_allowed
             from tasks.common import run_stage
 
+            check_stage_allowed(root)
             os.chdir(root)
             run_stage(args.name, args.iteration, root, params)
         elif args.command == "run":

@@ -81,6 +81,7 @@ class WarmstartConfig(_Section):
     warmup_steps: NonNegInt
     weight_decay: NonNegFloat
     max_grad_norm: PosFloat
+    checkpoint_every: NonNegInt  # optimizer steps between resume checkpoints; 0: none
 
 
 class GvmConfig(_Section):
@@ -151,6 +152,7 @@ class TrainConfig(_Section):
     max_grad_norm: PosFloat
     weight_decay: NonNegFloat
     dedup: bool
+    checkpoint_every: NonNegInt  # optimizer steps between resume checkpoints; 0: none
 
 
 class EvaluateConfig(_Section):

@@ -101,7 +101,11 @@ def _close(cfg: PipelineConfig, root: Path, run_id: str, status: str) -> None:
 
 
 def run_pipeline(root: Path) -> dict[str, Any]:
+    from cotflow.runlock import check_dvc_idle, run_lock
+
     load_params(root / "params.yaml")  # refuse bad params before anything starts
     if not (root / "dvc.yaml").is_file():
         raise ValueError(f"{root}: no dvc.yaml (run cotflow from the workspace root)")
-    return pipeline(str(root))
+    with run_lock(root):  # one run per workspace, for the whole run (cotflow/runlock.py)
+        check_dvc_idle(root)
+        return pipeline(str(root))

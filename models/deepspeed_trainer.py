@@ -58,9 +58,11 @@ def on_deepspeed(cfg: Any, layout: Any):
 
 def policy_epochs_deepspeed(model, tokenizer, examples: Sequence[Any], objective: Any, *,
                             old: Sequence[Any] | None, ref: Sequence[Any] | None, ds: Any,
-                            threads: int, job_dir: Path, **kwargs: Any) -> dict[str, float]:
+                            threads: int, job_dir: Path, checkpoint: Any = None,
+                            **kwargs: Any) -> dict[str, float]:
     """Train `model` in place on all ranks; `kwargs` are `policy_epochs`' own. Returns its
-    statistics, plus the per-step loss curve and what was dropped."""
+    statistics, plus the per-step loss curve and what was dropped. `checkpoint` (resume
+    inside a stage) is the torch trainer's: here a failed stage reruns from its start."""
     try:
         import deepspeed  # noqa: F401
     except ImportError:
@@ -68,6 +70,8 @@ def policy_epochs_deepspeed(model, tokenizer, examples: Sequence[Any], objective
                           "DS_BUILD_OPS=0 pip install -e '.[deepspeed]'") from None
     import shutil
 
+    if checkpoint is not None and getattr(checkpoint, "every", 0):
+        log.info("train.checkpoint_every is not used by the deepspeed backend")
     import cloudpickle
     import torch
     from transformers import AutoModelForCausalLM
