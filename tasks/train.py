@@ -102,7 +102,12 @@ def _policy_gradient(cfg: PipelineConfig, layout: Layout, model, tokenizer, algo
             ratio_cap=algo.ratio_cap, normalizer=algo.normalizer)
     else:
         objective = objectives.raft
-    return policy_epochs(model, tokenizer, examples, objective, old=old, ref=ref, **opts), stats
+    train = policy_epochs
+    if cfg.train.backend == "deepspeed":  # same arguments, run on many ranks
+        from models.deepspeed_trainer import on_deepspeed
+
+        train = on_deepspeed(cfg, layout)
+    return train(model, tokenizer, examples, objective, old=old, ref=ref, **opts), stats
 
 
 def _grpo_examples(cfg: PipelineConfig, model, tokenizer, algo: GrpoAlgorithm,
