@@ -133,10 +133,15 @@ def _rank_main(job_dir: Path) -> None:
     import torch
     import torch.distributed as dist
 
-    from cotflow.algorithms.losses import token_logprobs
-    from cotflow.algorithms.objectives import TokenBatch
     from models.policy import load_policy
-    from models.torch_trainer import Example, collate, encode, make_optimizer, warmup_constant
+    from models.torch_trainer import (
+        Example,
+        collate,
+        encode,
+        make_optimizer,
+        objective_loss,
+        warmup_constant,
+    )
 
     job = json.loads((job_dir / "job.json").read_text())
     kw, ds = job["kwargs"], job["ds"]
@@ -175,23 +180,9 @@ def _rank_main(job_dir: Path) -> None:
     usable = usable[:len(usable) // gas * gas]
     dropped = sum(map(len, global_batches)) - sum(map(len, usable))
 
-    def padded(per_example, index: list[int], width: int):
-        if per_example is None:
-            return None
-        pad = torch.nn.functional.pad
-        return torch.stack([pad(per_example[i], (0, width - len(per_example[i])))
-                            for i in index]).to(device)
-
     def loss_of(batch) -> tuple[torch.Tensor, dict[str, float]]:
-        logits = engine(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-        logits = logits[:, :-1]
-        logprobs = token_logprobs(logits, batch.input_ids[:, 1:])
-        width = logprobs.shape[1]
-        return objective(TokenBatch(
-            logprobs=logprobs, logits=logits, mask=batch.response_mask,
-            advantages=batch.advantages, old_logprobs=padded(saved["old"], batch.index, width),
-            ref_logprobs=padded(saved["ref"], batch.index, width),
-            correct=correct[batch.index].to(device), r_hat=r_hat[batch.index].to(device)))
+        return objective_loss(engine, objective, batch, old=saved["old"], ref=saved["ref"],
+                              correct=correct, r_hat=r_hat)
 
     engine.train()
     sums: dict[str, float] = {}

@@ -197,6 +197,33 @@ def stage_start_logprobs(model, tokenizer, examples: Sequence[Example], *, micro
                          tokenizer.pad_token_id)
 
 
+def _padded(per_example: Sequence[torch.Tensor] | None, index: list[int], width: int,
+            device: torch.device) -> torch.Tensor | None:
+    """Per-example token values, right-padded to `width`, for the rows of a batch."""
+    if per_example is None:
+        return None
+    pad = torch.nn.functional.pad
+    return torch.stack([pad(per_example[i], (0, width - len(per_example[i])))
+                        for i in index]).to(device)
+
+
+def objective_loss(model, objective: Objective, batch: Batch, *,
+                   old: Sequence[torch.Tensor] | None, ref: Sequence[torch.Tensor] | None,
+                   correct: torch.Tensor, r_hat: torch.Tensor) -> tuple[torch.Tensor,
+                                                                         dict[str, float]]:
+    """One micro-batch's objective: the policy's forward pass, and what the stage computed
+    before training (old and reference log-probs, NFT's labels) for the batch's rows."""
+    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+    logits = logits[:, :-1]
+    logprobs = token_logprobs(logits, batch.input_ids[:, 1:])
+    width, device = logprobs.shape[1], logprobs.device
+    return objective(TokenBatch(
+        logprobs=logprobs, logits=logits, mask=batch.response_mask,
+        advantages=batch.advantages, old_logprobs=_padded(old, batch.index, width, device),
+        ref_logprobs=_padded(ref, batch.index, width, device),
+        correct=correct[batch.index].to(device), r_hat=r_hat[batch.index].to(device)))
+
+
 def policy_epochs(model, tokenizer, examples: Sequence[Example], objective: Objective, *,
                   old: Sequence[torch.Tensor] | None, ref: Sequence[torch.Tensor] | None,
                   epochs: int, micro_batch_size: int, grad_accum_steps: int, lr: float,
@@ -221,24 +248,9 @@ def policy_epochs(model, tokenizer, examples: Sequence[Example], objective: Obje
                 yield collate([encoded[i] for i in idx], [advantages[i] for i in idx], idx,
                               tokenizer.pad_token_id)
 
-    def padded(per_example: Sequence[torch.Tensor] | None, batch: Batch,
-               width: int) -> torch.Tensor | None:
-        if per_example is None:
-            return None
-        pad = torch.nn.functional.pad
-        return torch.stack([pad(per_example[i], (0, width - len(per_example[i])))
-                            for i in batch.index])
-
     def loss_fn(batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
-        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-        logits = logits[:, :-1]
-        logprobs = token_logprobs(logits, batch.input_ids[:, 1:])
-        width = logprobs.shape[1]
-        return objective(TokenBatch(
-            logprobs=logprobs, logits=logits, mask=batch.response_mask,
-            advantages=batch.advantages, old_logprobs=padded(old, batch, width),
-            ref_logprobs=padded(ref, batch, width), correct=correct[batch.index],
-            r_hat=r_hat[batch.index]))
+        return objective_loss(model, objective, batch, old=old, ref=ref, correct=correct,
+                              r_hat=r_hat)
 
     optimizer = make_optimizer(model, lr=lr, weight_decay=weight_decay)
     return optimize(model, optimizer, batches(), loss_fn, grad_accum_steps=grad_accum_steps,
