@@ -65,3 +65,21 @@ def make_sampler(backend: str, policy: Path, *, batch_size: int, threads: int,
         close = getattr(sampler, "close", None)
         if close is not None:
             close()
+
+
+def check_available(backend: str, serving: Any) -> None:
+    """Refuse, before a stage writes anything, a backend this machine cannot run."""
+    import importlib.util
+    import shutil
+
+    if backend in ("openai", "vllm") and importlib.util.find_spec("httpx") is None:
+        raise ValueError(f"sample.backend {backend} needs the extra: pip install -e '.[vllm]'")
+    if backend == "vllm":
+        from models.server import launch_values, render_command
+
+        argv = render_command(serving.launch.command, launch_values(
+            serving.launch, model=Path("policy"), host="127.0.0.1", port=0, seed=0))
+        if shutil.which(argv[0]) is None:
+            raise ValueError(f"sample.backend vllm: serving.launch.command runs {argv[0]!r}, "
+                             "which is not on PATH (install vLLM in an environment of its own "
+                             "and give the full path of its `vllm` in the command)")

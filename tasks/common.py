@@ -36,6 +36,7 @@ ALL_STAGES = ("prepare", *STAGES)
 # Stages that load a model: their torch/transformers import is timed apart from their work,
 # since it is a per-process cost of running stages as separate commands.
 MODEL_STAGES = frozenset({"prepare", "sample", "train", "evaluate"})
+SAMPLING_STAGES = frozenset({"prepare", "allocate", "sample", "evaluate"})
 
 
 def normalize_key(iteration: str | int) -> str:
@@ -87,6 +88,7 @@ def run_stage(name: str, iteration: str | None, root: Path, params: Path) -> dic
         it_cfg, it = cfg.for_iteration(key), iteration_layout(cfg, root, key)
         folder = it.dir
     faults.enter_stage(name if it is None else f"{name}@{it.key}")
+    _check_backends(name, it_cfg)
     handler = _log_to_file(log_file(folder, name))
     try:
         faults.point("start")
@@ -98,6 +100,20 @@ def run_stage(name: str, iteration: str | None, root: Path, params: Path) -> dic
     finally:
         logging.getLogger().removeHandler(handler)
         handler.close()
+
+
+def _check_backends(name: str, cfg: PipelineConfig) -> None:
+    """A backend or extra that is missing fails here, before the stage writes anything."""
+    if name in SAMPLING_STAGES:
+        from models.sampler import check_available
+
+        check_available(cfg.sample.backend, cfg.serving)
+    if name == "train" and cfg.train.backend == "deepspeed":
+        import importlib.util
+
+        if importlib.util.find_spec("deepspeed") is None:
+            raise ValueError("train.backend deepspeed needs the extra: "
+                             "DS_BUILD_OPS=0 pip install -e '.[deepspeed]'")
 
 
 def _log_to_file(path: Path) -> logging.Handler:

@@ -34,14 +34,29 @@ def _prepare(ws: Path, params: dict, capsys, monkeypatch) -> str:
         ("sample", "max_new_tokens", "many", "sample.max_new_tokens: Input should be a valid"),
         ("verify", "timeout_s", -1.0, "verify.timeout_s: Input should be greater than 0"),
         ("train", "checkpoint_every", -5, "train.checkpoint_every: Input should be greater"),
-        ("sample", "backend", "vllm", "sample.backend: Input should be 'hf'"),
-        ("train", "backend", "deepspeed", "train.backend: Input should be 'torch'"),
+        ("sample", "backend", "tpu", "sample.backend: Input should be 'hf'"),
+        ("sample", "backend", "vllm", "serving.launch.command runs 'vllm', which is not on PATH"),
     ],
 )
 def test_bad_params(tmp_path, capsys, monkeypatch, section, key, value, needle):
     params = micro_params()
     params[section][key] = value
     assert needle in _prepare(tmp_path, params, capsys, monkeypatch)
+
+
+def test_missing_deepspeed_extra_is_named(tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    if importlib.util.find_spec("deepspeed") is not None:
+        pytest.skip("deepspeed is installed here")
+    params = micro_params()
+    params["train"]["backend"] = "deepspeed"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    monkeypatch.chdir(tmp_path)
+    assert main(["--root", str(tmp_path), "stage", "train", "--iteration", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "train.backend deepspeed needs the extra" in err and "Traceback" not in err
+    assert not (tmp_path / "artifacts").exists()
 
 
 GOOD = [{"id": f"g{i}", "question": f"What is {i} plus 1?", "answer": str(i + 1)}
