@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from harness import mean_curve, run_arm, samples_to_reach
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ("allocate", "sample", "verify", "critique", "judge", "train", "evaluate")
 
 
 def arm_params(base: dict[str, Any], args: argparse.Namespace, arm: str,
@@ -54,38 +54,6 @@ def arm_params(base: dict[str, Any], args: argparse.Namespace, arm: str,
     return raw
 
 
-def run_arm(root: Path, params: dict[str, Any], base_from: Path | None) -> list[tuple[int, float]]:
-    """(cumulative samples, held-out accuracy) at the warm start and after each iteration."""
-    from cotflow.records import read_json
-    from tasks.common import run_stage
-
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    if base_from is None:
-        run_stage("prepare", None, root, root / "params.yaml")
-    else:
-        shutil.copytree(base_from, root / "artifacts" / "base")
-    curve = [(0, read_json(root / "artifacts/base/metrics.json")["accuracy"])]
-    spent = 0
-    for key in params["iterations"]:
-        for stage in STAGES:
-            stats = run_stage(stage, key, root, root / "params.yaml")
-            if stage == "allocate":
-                spent += stats["samples"] + stats["probe_samples"]
-        curve.append((spent, read_json(root / f"artifacts/iter-{key}/metrics.json")["accuracy"]))
-    return curve
-
-
-def samples_to_reach(curve: list[tuple[float, float]], target: float) -> float | None:
-    """Samples at the first point where accuracy >= target, interpolated linearly."""
-    for (s0, a0), (s1, a1) in zip(curve, curve[1:], strict=False):
-        if a0 >= target:
-            return s0
-        if a1 >= target:
-            return s0 + (s1 - s0) * (target - a0) / (a1 - a0)
-    return curve[0][0] if curve and curve[0][1] >= target else None
-
-
 def speedup(uniform: list[tuple[float, float]], other: list[tuple[float, float]]) -> str:
     target = uniform[-1][1]
     need_u = samples_to_reach(uniform, target)
@@ -95,11 +63,6 @@ def speedup(uniform: list[tuple[float, float]], other: list[tuple[float, float]]
     if not need_o:
         return "reached at the warm start"
     return f"{need_u / need_o:.2f}x"
-
-
-def mean_curve(curves: list[list[tuple[int, float]]]) -> list[tuple[float, float]]:
-    return [(statistics.mean(c[i][0] for c in curves), statistics.mean(c[i][1] for c in curves))
-            for i in range(len(curves[0]))]
 
 
 def main() -> int:

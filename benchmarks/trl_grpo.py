@@ -51,9 +51,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from harness import STAGES, samples_to_reach
 
 ROOT = Path(__file__).resolve().parents[1]
-TRAIN_STAGES = ("allocate", "sample", "verify", "critique", "judge", "train")
 GROUP_SIZE = 8  # cotflow.presets.GROUP_SIZE; checked against it in main()
 
 
@@ -121,7 +121,7 @@ def run_cotflow(root: Path, params: Path, warm_acc: float) -> Run:
     run = Run("cotflow", [(0.0, 0.0, warm_acc)])
     train = total = 0.0
     for key in load_params(params).iterations:
-        for stage in (*TRAIN_STAGES, "evaluate"):
+        for stage in STAGES:
             t0, c0 = time.perf_counter(), cpu_seconds()
             run_stage(stage, key, root, params)
             spent = time.perf_counter() - t0
@@ -257,8 +257,7 @@ def run_trl(root: Path, cfg, iterations: int, warm_acc: float) -> Run:
 
 
 def time_to(curve: list[tuple[float, float]], target: float) -> float | None:
-    from gvm_speedup import samples_to_reach  # first crossing, interpolated; x is seconds here
-
+    """Seconds at the first crossing of `target`, interpolated (x is seconds here)."""
     return samples_to_reach(curve, target)
 
 

@@ -4,6 +4,7 @@
     cotflow stage NAME --iteration K   one stage in this process (what dvc.yaml runs)
     cotflow show ARTIFACT              print a parquet or JSON artifact
     cotflow preset NAME [NAME ...]     rewrite params.yaml's iterations from presets
+    cotflow deploy --cron "0 2 * * *"  a scheduled Prefect deployment of `cotflow run`
 """
 
 from __future__ import annotations
@@ -25,6 +26,14 @@ def _parser() -> argparse.ArgumentParser:
     st = sub.add_parser("stage", help="run one stage in this process")
     st.add_argument("name")
     st.add_argument("--iteration", default=None)
+    dp = sub.add_parser("deploy", help="a Prefect deployment of the pipeline, on a schedule")
+    dp.add_argument("--name", default="cotflow", help="deployment name")
+    dp.add_argument("--pool", default="cotflow", help="work pool its runs go to")
+    dp.add_argument("--pool-type", default="process",
+                    help="type of the pool when it must be created (only process is created "
+                         "here; make docker/kubernetes pools with `prefect work-pool create`)")
+    dp.add_argument("--cron", default=None, help='schedule, e.g. "0 2 * * *"; none: on demand')
+    dp.add_argument("--timezone", default="UTC")
     sh = sub.add_parser("show", help="print an artifact")
     sh.add_argument("artifact", type=Path)
     sh.add_argument("--limit", type=int, default=20)
@@ -42,8 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     apply_defaults(root)
     try:
         if args.command == "stage":
+            from cotflow.runlock import check_stage_allowed
             from tasks.common import run_stage
 
+            check_stage_allowed(root)
             os.chdir(root)
             run_stage(args.name, args.iteration, root, params)
         elif args.command == "run":
@@ -52,6 +63,14 @@ def main(argv: list[str] | None = None) -> int:
             metrics = run_pipeline(root)
             print("final held-out metrics: " + ", ".join(
                 f"{k}={v}" for k, v in metrics.items() if k != "iteration"))
+        elif args.command == "deploy":
+            from flows.deploy import deploy
+
+            dep = deploy(root, name=args.name, pool=args.pool, cron=args.cron,
+                         pool_type=args.pool_type, timezone=args.timezone)
+            print(f"deployment cotflow-pipeline/{args.name} ({dep}) on pool {args.pool!r}; "
+                  f"run it now: prefect deployment run 'cotflow-pipeline/{args.name}'; "
+                  f"serve it: prefect worker start --pool {args.pool}")
         elif args.command == "show":
             from cotflow.show import show
 

@@ -81,6 +81,7 @@ class WarmstartConfig(_Section):
     warmup_steps: NonNegInt
     weight_decay: NonNegFloat
     max_grad_norm: PosFloat
+    checkpoint_every: NonNegInt  # optimizer steps between resume checkpoints; 0: none
 
 
 class GvmConfig(_Section):
@@ -124,7 +125,7 @@ class AllocateConfig(_Section):
 
 
 class SampleConfig(_Section):
-    backend: Literal["hf"]
+    backend: Literal["hf", "openai", "vllm"]
     temperature: PosFloat
     top_p: Prob
     max_new_tokens: PosInt
@@ -142,7 +143,7 @@ class VerifyConfig(_Section):
 
 
 class TrainConfig(_Section):
-    backend: Literal["torch"]
+    backend: Literal["torch", "deepspeed"]
     lr: PosFloat
     warmup_steps: NonNegInt
     epochs: PosInt
@@ -151,6 +152,7 @@ class TrainConfig(_Section):
     max_grad_norm: PosFloat
     weight_decay: NonNegFloat
     dedup: bool
+    checkpoint_every: NonNegInt  # optimizer steps between resume checkpoints; 0: none
 
 
 class EvaluateConfig(_Section):
@@ -171,6 +173,74 @@ class TrackingConfig(_Section):
     enabled: bool
     uri: str | None  # None: sqlite store in the workspace (mlflow.db)
     experiment: str
+
+
+LAUNCH_FIELDS = ("python", "model", "host", "port", "tensor_parallel_size",
+                 "data_parallel_size", "gpu_memory_utilization", "seed")
+
+
+class LaunchConfig(_Section):
+    """The server that `sample.backend: vllm` starts on each stage's policy checkpoint."""
+
+    command: str  # argv template; {model} {host} {port} {seed} {python} and the fields below
+    tensor_parallel_size: PosInt
+    data_parallel_size: PosInt
+    gpu_memory_utilization: Prob
+    startup_timeout_s: PosFloat
+
+    @field_validator("command")
+    @classmethod
+    def _known_fields(cls, v: str) -> str:
+        import shlex
+        import string
+
+        try:
+            words = shlex.split(v)
+        except ValueError as err:
+            raise ValueError(f"cannot split {v!r}: {err}") from None
+        if not words:
+            raise ValueError("is empty")
+        for word in words:
+            for _, field, _, _ in string.Formatter().parse(word):
+                if field is not None and field not in LAUNCH_FIELDS:
+                    raise ValueError(f"unknown placeholder {{{field}}} "
+                                     f"(have {', '.join(LAUNCH_FIELDS)})")
+        return v
+
+
+class ServingConfig(_Section):
+    """Where the openai and vllm backends sample. Operational (which server, how hard to push
+    it), so no DVC stage tracks it, like `tracking`."""
+
+    url: str | None  # openai: base URL of a running server, e.g. http://gpu-1:8000/v1
+    model: str | None  # openai: model name to request; None: the stage's policy path
+    extra_body: dict[str, Any]  # merged into every request (server-specific fields)
+    concurrency: PosInt
+    timeout_s: PosFloat
+    max_retries: NonNegInt
+    launch: LaunchConfig
+
+
+class DeepSpeedConfig(_Section):
+    """`train.backend: deepspeed`. train.micro_batch_size stays the global micro-batch,
+    split evenly over the ranks, so the other train knobs mean what they mean for torch."""
+
+    zero_stage: Annotated[int, Field(ge=0, le=3)]
+    offload_optimizer: bool  # optimizer state and step on CPU (DeepSpeedCPUAdam)
+    bf16: bool  # bf16 weights and activations (GPUs); false: fp32
+    launcher: Literal["torchrun", "deepspeed"]
+    num_gpus: PosInt  # ranks per node (on CPU: processes talking gloo)
+    num_nodes: PosInt
+    hostfile: str | None  # deepspeed launcher, several nodes: "host slots=N" per line
+    master_addr: str
+    master_port: Annotated[int, Field(ge=1024, le=65535)]
+
+
+class StoreConfig(_Section):
+    """Shared artifact store. Operational: no stage tracks it."""
+
+    dvc_remote: str | None  # a DVC remote URL (s3://, gs://, ssh://, a folder); pushed to by
+    #                         `cotflow run` after each iteration. None: artifacts stay local.
 
 
 ClipEps = Annotated[float, Field(gt=0, lt=1)]
@@ -265,6 +335,9 @@ class PipelineConfig(_Section):
     train: TrainConfig
     evaluate: EvaluateConfig
     tracking: TrackingConfig
+    serving: ServingConfig
+    deepspeed: DeepSpeedConfig
+    store: StoreConfig
     algorithms: dict[str, Algorithm] = Field(min_length=1)
     iterations: dict[str, IterationConfig] = Field(min_length=1)
 
@@ -300,6 +373,30 @@ class PipelineConfig(_Section):
         if self.data.source == "builtin" and per_iteration > self.data.n_train:
             raise ValueError(f"allocate.prompts_per_iteration ({per_iteration}) exceeds "
                              f"data.n_train ({self.data.n_train})")
+        return self
+
+    @model_validator(mode="after")
+    def _server_named(self) -> PipelineConfig:
+        if self.sample.backend == "openai" and not self.serving.url:
+            raise ValueError("sample.backend openai needs serving.url (the server's base URL)")
+        return self
+
+    @model_validator(mode="after")
+    def _ranks_fit(self) -> PipelineConfig:
+        if self.train.backend == "deepspeed":
+            ranks = self.deepspeed.num_gpus * self.deepspeed.num_nodes
+            if self.train.micro_batch_size % ranks:
+                raise ValueError(f"train.micro_batch_size ({self.train.micro_batch_size}) must "
+                                 f"split evenly over deepspeed's {ranks} ranks")
+            if self.deepspeed.num_nodes > 1 and not (
+                    self.deepspeed.launcher == "deepspeed" and self.deepspeed.hostfile):
+                raise ValueError("deepspeed.num_nodes > 1 needs launcher deepspeed and a "
+                                 "hostfile")
+            dpo = [k for k, a in self.algorithms.items() if a.kind == "dpo"
+                   and any(it.algorithm == k for it in self.iterations.values())]
+            if dpo:
+                raise ValueError(f"train.backend deepspeed trains policy-gradient iterations; "
+                                 f"{', '.join(dpo)} (dpo) needs train.backend torch")
         return self
 
     def validate_overrides(self) -> None:

@@ -15,6 +15,7 @@ def apply_defaults(root: Path) -> None:
         "HF_DATASETS_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
         "HF_HUB_DISABLE_TELEMETRY": "1",
+        "HF_HUB_DISABLE_UPDATE_CHECK": "1",  # `transformers serve` asks PyPI otherwise
         "HF_HOME": str(root / ".cache" / "hf"),
         "PREFECT_HOME": str(root / ".prefect"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",

@@ -5,6 +5,7 @@
                          critiques.parquet judgements.parquet policy/ metrics.json
                          stats/<stage>.json curve.json accuracy.png
                          timing/<stage>.json (untracked)
+                         .ckpt/ (resume checkpoints while train runs; untracked)
     logs/<folder>/<stage>.log  each stage's last log (untracked)
 """
 
@@ -98,6 +99,12 @@ def log_file(folder: Path, stage: str) -> Path:
     """The stage's last log: `<root>/logs/<folder name>/<stage>.log`, beside the artifacts
     rather than in them, so a stage that fails on bad input leaves its outputs untouched."""
     return folder.parent.parent / "logs" / folder.name / f"{stage}.log"
+
+
+def checkpoint_dir(folder: Path) -> Path:
+    """Resume checkpoints of the folder's training stage (hidden, .dvcignore'd, not an
+    output; removed once the stage has finished)."""
+    return folder / ".ckpt"
 
 
 def timing_file(folder: Path, stage: str) -> Path:

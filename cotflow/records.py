@@ -19,6 +19,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from cotflow import faults
+
 # Column name -> arrow type, per artifact kind. A table is checked against its schema on
 # write and on read, so a malformed record is named where it is met.
 SCHEMAS: dict[str, dict[str, pa.DataType]] = {
@@ -85,6 +87,7 @@ def atomic_path(path: Path, *, is_dir: bool = False) -> Iterator[Path]:
         os.umask(umask)
         os.chmod(tmp, (0o777 if is_dir else 0o666) & ~umask)
         yield tmp
+        faults.point("write")
         if is_dir and path.exists():
             # A folder cannot be renamed onto a non-empty one: move the old aside first, so
             # some complete version is in place at every moment but one rename.

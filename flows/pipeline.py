@@ -55,12 +55,24 @@ def reproduce_stage(root: str, stage: str) -> bool:
     return ran
 
 
+@task(name="dvc-push", task_run_name="push {label}", retries=2, retry_delay_seconds=30)
+def push_artifacts(root: str, url: str, label: str) -> int:
+    """Push what DVC has cached so far to the shared remote (store.dvc_remote)."""
+    from cotflow.store import push
+
+    pushed = push(Path(root), url)
+    get_run_logger().info("pushed %d files to %s after %s", pushed, url, label)
+    return pushed
+
+
 @flow(name="cotflow-pipeline")
 def pipeline(root: str) -> dict[str, Any]:
     """Run (or resume) every stage; return the last iteration's held-out metrics."""
+    from cotflow.env import apply_defaults
     from cotflow.tracking import PARENT_ENV, start_parent
 
     root_path = Path(root)
+    apply_defaults(root_path)  # a deployment's run starts here, not in the CLI
     cfg = load_params(root_path / "params.yaml")
     parent = start_parent(cfg, root_path) if cfg.tracking.enabled else None
     if parent:
@@ -69,6 +81,8 @@ def pipeline(root: str) -> dict[str, Any]:
     try:
         for stage in stage_order(cfg):
             reproduce_stage(root, stage)
+            if cfg.store.dvc_remote and stage.startswith("evaluate@"):
+                push_artifacts(root, cfg.store.dvc_remote, f"iteration {stage[9:]}")
         status = "FINISHED"
     finally:
         if parent:
@@ -87,7 +101,11 @@ def _close(cfg: PipelineConfig, root: Path, run_id: str, status: str) -> None:
 
 
 def run_pipeline(root: Path) -> dict[str, Any]:
+    from cotflow.runlock import check_dvc_idle, run_lock
+
     load_params(root / "params.yaml")  # refuse bad params before anything starts
     if not (root / "dvc.yaml").is_file():
         raise ValueError(f"{root}: no dvc.yaml (run cotflow from the workspace root)")
-    return pipeline(str(root))
+    with run_lock(root):  # one run per workspace, for the whole run (cotflow/runlock.py)
+        check_dvc_idle(root)
+        return pipeline(str(root))

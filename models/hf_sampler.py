@@ -19,6 +19,9 @@ class HFSampler:
     def __init__(self, policy: Path, *, batch_size: int, threads: int) -> None:
         torch.set_num_threads(threads)
         self.model, self.tokenizer = load_policy(policy)
+        # On a GPU machine `hf` samples there; on CPU nothing changes.
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.model.to(self.device)
         self.batch_size = batch_size
         self._tokens = 0
         self._seconds = 0.0
@@ -40,7 +43,7 @@ class HFSampler:
         starts = range(0, len(prompts), self.batch_size)
         for start in tqdm(starts, desc="generate", unit="batch", mininterval=5, leave=False):
             batch = list(prompts[start : start + self.batch_size])
-            enc = tok(batch, return_tensors="pt", padding=True)
+            enc = tok(batch, return_tensors="pt", padding=True).to(self.device)
             t0 = time.perf_counter()
             kwargs = {"do_sample": False} if greedy else {
                 "do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0}

@@ -2,15 +2,20 @@
 
 A backend turns a flat list of prompts into one completion each; callers repeat a prompt
 n times for n samples, so per-prompt budgets (GVM) need nothing special here.
+
+    hf      in-process transformers `generate` (the CPU default)
+    openai  any OpenAI-compatible completions server at `serving.url`
+    vllm    a server started by `serving.launch.command` on the stage's policy, stopped after
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True)
@@ -31,12 +36,32 @@ class Sampler(Protocol):
 
 
 # Dotted paths, imported on demand so a backend's heavy dependencies load only when chosen.
-BACKENDS = {"hf": "models.hf_sampler:HFSampler"}
+BACKENDS = {
+    "hf": "models.hf_sampler:HFSampler",
+    "openai": "models.openai_sampler:OpenAISampler",
+    "vllm": "models.vllm_sampler:VLLMSampler",
+}
+# What each backend takes beyond (policy, batch_size, threads).
+_NEEDS = {"openai": ("serving",), "vllm": ("serving", "seed")}
 
 
-def make_sampler(backend: str, policy: Path, *, batch_size: int, threads: int) -> Sampler:
+@contextmanager
+def make_sampler(backend: str, policy: Path, *, batch_size: int, threads: int,
+                 serving: Any = None, seed: int = 0) -> Iterator[Sampler]:
+    """`with make_sampler(...) as sampler:` -- whatever the backend holds (a server, a
+    connection pool) is released when the block ends, also on failure."""
     if backend not in BACKENDS:
         raise ValueError(f"sample.backend {backend!r}: unknown (have {sorted(BACKENDS)})")
     module, _, name = BACKENDS[backend].partition(":")
     cls = getattr(importlib.import_module(module), name)
-    return cls(policy, batch_size=batch_size, threads=threads)
+    given = {"serving": serving, "seed": seed}
+    extra = {k: given[k] for k in _NEEDS.get(backend, ())}
+    if "serving" in extra and serving is None:
+        raise ValueError(f"sample.backend {backend!r} needs the serving section of params.yaml")
+    sampler = cls(policy, batch_size=batch_size, threads=threads, **extra)
+    try:
+        yield sampler
+    finally:
+        close = getattr(sampler, "close", None)
+        if close is not None:
+            close()

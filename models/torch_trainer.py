@@ -6,6 +6,7 @@ each iteration (the RAFT recipe); the policy is saved by the caller with save_pr
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import random
@@ -18,6 +19,7 @@ import torch
 from cotflow.algorithms.dpo import dpo_loss, sequence_logprob
 from cotflow.algorithms.losses import raft_loss, token_logprobs
 from cotflow.algorithms.objectives import Objective, TokenBatch
+from models.checkpoint import Checkpointer
 
 log = logging.getLogger(__name__)
 
@@ -79,11 +81,26 @@ def optimize(
     loss_fn: Callable[[Batch], tuple[torch.Tensor, dict[str, float]]], *,
     grad_accum_steps: int, max_grad_norm: float,
     lr_at: Callable[[int], float] | None = None,
+    checkpoint: Checkpointer | None = None,
 ) -> dict[str, float]:
-    """Run optimizer steps over micro-batches; return mean loss and other statistics."""
+    """Run optimizer steps over micro-batches; return mean loss and other statistics.
+
+    With `checkpoint`, save a resume point every `checkpoint.every` optimizer steps and
+    start from the last one saved: `micro_batches` must then yield the same sequence on
+    every run (seeded), since the micro-batches already consumed are skipped.
+    """
     model.train()
     sums: dict[str, float] = {}
     steps = micro = tokens = 0
+    state = checkpoint.load() if checkpoint is not None else None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        random.setstate(state["python_rng"])
+        sums, steps, micro, tokens = (dict(state["sums"]), state["steps"], state["micro"],
+                                      state["tokens"])
+        micro_batches = itertools.islice(micro_batches, micro, None)
     t0 = time.perf_counter()
     optimizer.zero_grad(set_to_none=True)
     pending = 0
@@ -100,6 +117,11 @@ def optimize(
                 model, optimizer, max_grad_norm, lr_at(steps) if lr_at else None)
             steps += 1
             pending = 0
+            if checkpoint is not None and checkpoint.due(steps):
+                checkpoint.save({
+                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "torch_rng": torch.get_rng_state(), "python_rng": random.getstate(),
+                    "sums": sums, "steps": steps, "micro": micro, "tokens": tokens})
     if pending:
         # A short last accumulation: rescale so its step is a mean over what it saw.
         for param in model.parameters():
@@ -143,7 +165,8 @@ def warmup_cosine(lr: float, warmup: int, total: int) -> Callable[[int], float]:
 
 def sft_steps(model, tokenizer, examples: Sequence[Example], *, steps: int, batch_size: int,
               lr: float, warmup_steps: int, weight_decay: float, max_grad_norm: float,
-              seed: int, max_len: int) -> dict[str, float]:
+              seed: int, max_len: int,
+              checkpoint: Checkpointer | None = None) -> dict[str, float]:
     """Warm start: `steps` optimizer steps on random batches of worked solutions."""
     rng = random.Random(seed)
     torch.manual_seed(seed)
@@ -157,7 +180,8 @@ def sft_steps(model, tokenizer, examples: Sequence[Example], *, steps: int, batc
 
     optimizer = make_optimizer(model, lr=lr, weight_decay=weight_decay)
     return optimize(model, optimizer, batches(), lambda b: _raft(model, b), grad_accum_steps=1,
-                    max_grad_norm=max_grad_norm, lr_at=warmup_cosine(lr, warmup_steps, steps))
+                    max_grad_norm=max_grad_norm, lr_at=warmup_cosine(lr, warmup_steps, steps),
+                    checkpoint=checkpoint)
 
 
 def _raft(model, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
@@ -177,7 +201,7 @@ def policy_epochs(model, tokenizer, examples: Sequence[Example], objective: Obje
                   old: Sequence[torch.Tensor] | None, ref: Sequence[torch.Tensor] | None,
                   epochs: int, micro_batch_size: int, grad_accum_steps: int, lr: float,
                   warmup_steps: int, weight_decay: float, max_grad_norm: float, seed: int,
-                  max_len: int) -> dict[str, float]:
+                  max_len: int, checkpoint: Checkpointer | None = None) -> dict[str, float]:
     """`epochs` shuffled passes over `examples` in micro-batches; each optimizer step is one
     mini-batch of micro_batch_size × grad_accum_steps examples, so an iteration takes several
     off-policy steps after the first (hence the ratio clip against `old`)."""
@@ -218,13 +242,14 @@ def policy_epochs(model, tokenizer, examples: Sequence[Example], objective: Obje
 
     optimizer = make_optimizer(model, lr=lr, weight_decay=weight_decay)
     return optimize(model, optimizer, batches(), loss_fn, grad_accum_steps=grad_accum_steps,
-                    max_grad_norm=max_grad_norm, lr_at=warmup_constant(lr, warmup_steps))
+                    max_grad_norm=max_grad_norm, lr_at=warmup_constant(lr, warmup_steps),
+                    checkpoint=checkpoint)
 
 
 def dpo_epochs(model, tokenizer, pairs: Sequence[tuple[Example, Example]], *, beta: float,
                epochs: int, micro_batch_size: int, grad_accum_steps: int, lr: float,
                warmup_steps: int, weight_decay: float, max_grad_norm: float, seed: int,
-               max_len: int) -> dict[str, float]:
+               max_len: int, checkpoint: Checkpointer | None = None) -> dict[str, float]:
     """DPO over (chosen, rejected) pairs; the reference is the policy at the stage's start
     (specs/algorithms-b.md §1.6). A micro-batch holds micro_batch_size pairs."""
     rng = random.Random(seed)
@@ -266,7 +291,8 @@ def dpo_epochs(model, tokenizer, pairs: Sequence[tuple[Example, Example]], *, be
 
     optimizer = make_optimizer(model, lr=lr, weight_decay=weight_decay)
     return optimize(model, optimizer, batches(), loss_fn, grad_accum_steps=grad_accum_steps,
-                    max_grad_norm=max_grad_norm, lr_at=warmup_constant(lr, warmup_steps))
+                    max_grad_norm=max_grad_norm, lr_at=warmup_constant(lr, warmup_steps),
+                    checkpoint=checkpoint)
 
 
 @torch.no_grad()

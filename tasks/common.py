@@ -12,16 +12,19 @@ import importlib
 import json
 import logging
 import resource
+import shutil
 import time
 import traceback
 from pathlib import Path
 from typing import Any
 
+from cotflow import faults
 from cotflow.config import PipelineConfig, load_params
 from cotflow.layout import (
     STAGES,
     IterationLayout,
     Layout,
+    checkpoint_dir,
     log_file,
     stats_file,
     timing_file,
@@ -83,8 +86,10 @@ def run_stage(name: str, iteration: str | None, root: Path, params: Path) -> dic
         key = normalize_key(iteration)
         it_cfg, it = cfg.for_iteration(key), iteration_layout(cfg, root, key)
         folder = it.dir
+    faults.enter_stage(name if it is None else f"{name}@{it.key}")
     handler = _log_to_file(log_file(folder, name))
     try:
+        faults.point("start")
         return _run_logged(name, it_cfg, layout, it, folder)
     except Exception:
         # The trace goes to the stage's log file; the console gets the CLI's one-line error.
@@ -116,8 +121,12 @@ def _run_logged(name: str, cfg: PipelineConfig, layout: Layout, it: IterationLay
     timing = {**timing, "seconds": round(time.perf_counter() - t0, 3),
               "import_seconds": round(imports, 3),
               "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    faults.point("done")
     write_json(timing_file(folder, name), timing)
     write_json(stats_file(folder, name), stats)  # last: the stage's "done" mark
+    # Only now: a stage killed after saving its output but before its stats file resumes
+    # from its last checkpoint instead of starting over.
+    shutil.rmtree(checkpoint_dir(folder), ignore_errors=True)
     if cfg.tracking.enabled and name in ("prepare", "evaluate"):
         # After the stage's own files, so MLflow gets this run's figures, not the last run's.
         from cotflow import tracking

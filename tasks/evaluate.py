@@ -29,14 +29,14 @@ def evaluate_policy(cfg: PipelineConfig, policy: Path,
     from tasks.common import format_prompt
 
     e, v = cfg.evaluate, cfg.verify
-    sampler = make_sampler(cfg.sample.backend, policy, batch_size=e.batch_size,
-                           threads=cfg.threads)
     prompts = [format_prompt(cfg, p["question"]) for p in problems]
-    greedy = sampler.generate(prompts, max_new_tokens=e.max_new_tokens, temperature=1.0,
-                              top_p=1.0, seed=cfg.seed, greedy=True)
-    sampled = sampler.generate([q for q in prompts for _ in range(e.n_samples)],
-                               max_new_tokens=e.max_new_tokens, temperature=e.temperature,
-                               top_p=1.0, seed=cfg.seed + 1)
+    with make_sampler(cfg.sample.backend, policy, batch_size=e.batch_size, threads=cfg.threads,
+                      serving=cfg.serving, seed=cfg.seed) as sampler:
+        greedy = sampler.generate(prompts, max_new_tokens=e.max_new_tokens, temperature=1.0,
+                                  top_p=1.0, seed=cfg.seed, greedy=True)
+        sampled = sampler.generate([q for q in prompts for _ in range(e.n_samples)],
+                                   max_new_tokens=e.max_new_tokens, temperature=e.temperature,
+                                   top_p=1.0, seed=cfg.seed + 1)
     golds = [p["answer"] for p in problems]
     with VerifierPool(workers=v.workers, timeout_s=v.timeout_s, memory_mb=v.memory_mb) as pool:
         greedy_ok = [g.verdict == CORRECT for g in pool.grade_many(

@@ -54,6 +54,27 @@ def load_splits(cfg: PipelineConfig) -> tuple[list[dict], list[dict]]:
     return train, test
 
 
+def check_context(cfg: PipelineConfig, tokenizer: Any, context: int,
+                  splits: dict[str, list[dict]]) -> None:
+    """Refuse a prompt that leaves the model no room for its answer, naming the row."""
+    from cotflow.data.errors import DataError
+    from tasks.common import format_prompt
+
+    new_tokens = max(cfg.sample.max_new_tokens, cfg.evaluate.max_new_tokens)
+    room = context - new_tokens
+    for name, rows in splits.items():
+        if not rows:
+            continue
+        ids = tokenizer([format_prompt(cfg, r["question"]) for r in rows])["input_ids"]
+        for i, (row, prompt) in enumerate(zip(rows, ids, strict=True)):
+            if len(prompt) > room:
+                raise DataError(
+                    f"{cfg.data.source}: {name} split, row {i} (id {row['id']!r}), field "
+                    f"'question': the prompt is {len(prompt)} tokens, but the model's context "
+                    f"of {context} leaves {room} beside {new_tokens} new tokens "
+                    "(sample/evaluate.max_new_tokens)")
+
+
 def run(cfg: PipelineConfig, layout: Layout) -> tuple[dict[str, Any], dict[str, Any]]:
     import torch
 
@@ -69,6 +90,7 @@ def run(cfg: PipelineConfig, layout: Layout) -> tuple[dict[str, Any], dict[str, 
         model, tokenizer = build_tiny_policy(cfg.model, cfg.seed)
     else:
         model, tokenizer = load_policy(cfg.model.name_or_path, for_training=True)
+    check_context(cfg, tokenizer, context_length(model, cfg), {"held-out": test, "train": train})
     write_table(layout.train_set, "problems", train)
     write_table(layout.test_set, "problems", test)
 
@@ -76,12 +98,13 @@ def run(cfg: PipelineConfig, layout: Layout) -> tuple[dict[str, Any], dict[str, 
     examples = [Example(format_prompt(cfg, p["question"]), p["solution"])
                 for p in train if p["solution"]]
     sft: dict[str, Any] = {}
+    ckpt = _checkpointer(cfg, layout)
     if w.steps and examples:
         log.info("warm start: %d SFT steps on %d worked solutions", w.steps, len(examples))
         sft = sft_steps(model, tokenizer, examples, steps=w.steps, batch_size=w.batch_size,
                         lr=w.lr, warmup_steps=w.warmup_steps, weight_decay=w.weight_decay,
                         max_grad_norm=w.max_grad_norm, seed=cfg.seed,
-                        max_len=context_length(model, cfg))
+                        max_len=context_length(model, cfg), checkpoint=ckpt)
     save_policy(model, tokenizer, layout.base_policy)
     del model
     metrics, eval_timing = evaluate_policy(cfg, layout.base_policy, test)
@@ -94,3 +117,16 @@ def run(cfg: PipelineConfig, layout: Layout) -> tuple[dict[str, Any], dict[str, 
               "warmstart/seconds": round(sft.get("seconds", 0.0), 2),
               **eval_timing}
     return stats, timing
+
+
+def _checkpointer(cfg: PipelineConfig, layout: Layout):
+    """Resume point of the warm start, keyed to everything its result reads."""
+    import models.torch_trainer
+    from cotflow.algorithms import losses
+    from models.checkpoint import Checkpointer, fingerprint
+
+    config = {k: getattr(cfg, k).model_dump() for k in ("data", "model", "warmstart")}
+    config.update(seed=cfg.seed, threads=cfg.threads)
+    files = [layout.train_set, __file__, models.torch_trainer.__file__, losses.__file__]
+    return Checkpointer.for_stage(layout.base, "warmstart", cfg.warmstart.checkpoint_every,
+                                  fingerprint(config, files))

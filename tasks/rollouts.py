@@ -58,6 +58,13 @@ def accepted(rows: Sequence[Rollout], *, dedup: bool) -> list[Rollout]:
     return out
 
 
+def zero_variance_share_of(rows: Sequence[Rollout]) -> float:
+    """Share of prompts whose samples all earned the same reward."""
+    if not rows:
+        return 0.0
+    return zero_variance_share([r.reward for r in rows], [r.prompt_id for r in rows])
+
+
 def shaped_rewards(rows: Sequence[Rollout], *, reward_incorrect: float, overlong_cache: int,
                    max_new_tokens: int) -> list[float]:
     """1 for a correct sample, `reward_incorrect` otherwise, plus DAPO's overlong penalty
@@ -113,8 +120,7 @@ def nft_examples(rows: Sequence[Rollout]) -> tuple[list[Weighted], dict[str, flo
         if 0.0 < share < 1.0:
             r_hat = r_hat_of(share)
             out.extend(Weighted(r, 0.0, float(r.reward > 0), r_hat) for r in group)
-    rewards = [float(r.reward > 0) for r in rows]
-    return out, {"zero_variance_share": zero_variance_share(rewards, [r.prompt_id for r in rows]),
+    return out, {"zero_variance_share": zero_variance_share_of(rows),
                  "groups_kept": len({w.rollout.prompt_id for w in out})}
 
 

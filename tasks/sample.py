@@ -45,7 +45,15 @@ def draw(cfg: PipelineConfig, problems: dict[str, dict[str, Any]], policy: Path,
     if not rows:
         return rows, 0.0
     if sampler is None:
-        sampler = make_sampler(s.backend, policy, batch_size=s.batch_size, threads=cfg.threads)
+        with make_sampler(s.backend, policy, batch_size=s.batch_size, threads=cfg.threads,
+                          serving=cfg.serving, seed=seed) as own:
+            return _complete(cfg, rows, own, seed)
+    return _complete(cfg, rows, sampler, seed)
+
+
+def _complete(cfg: PipelineConfig, rows: list[dict[str, Any]], sampler: Any,
+              seed: int) -> tuple[list[dict[str, Any]], float]:
+    s = cfg.sample
     completions = sampler.generate([r["prompt"] for r in rows], max_new_tokens=s.max_new_tokens,
                                    temperature=s.temperature, top_p=s.top_p, seed=seed)
     for row, c in zip(rows, completions, strict=True):
@@ -63,14 +71,15 @@ def run(cfg: PipelineConfig, layout: Layout,
     problems = problems_by_id(layout.train_set)
     budget = [(pid, n) for pid, n in zip(allocation["prompt_id"], allocation["n"], strict=True)
               if n > 0]
-    sampler = make_sampler(s.backend, it.prev_policy, batch_size=s.batch_size,
-                           threads=cfg.threads)
     seed = iteration_seed(cfg, it.key)
-    rows, tokens_per_s = draw(cfg, problems, it.prev_policy, budget, seed=seed,
-                              where=it.allocation, sampler=sampler)
     stats: dict[str, Any] = {}
-    if s.dynamic_sampling_rounds:
-        rows, stats = _refill(cfg, sampler, problems, it, budget, rows, seed)
+    # One sampler (for vllm: one server) for the stage, released when it ends.
+    with make_sampler(s.backend, it.prev_policy, batch_size=s.batch_size, threads=cfg.threads,
+                      serving=cfg.serving, seed=seed) as sampler:
+        rows, tokens_per_s = draw(cfg, problems, it.prev_policy, budget, seed=seed,
+                                  where=it.allocation, sampler=sampler)
+        if s.dynamic_sampling_rounds:
+            rows, stats = _refill(cfg, sampler, problems, it, budget, rows, seed)
     write_table(it.samples, "samples", rows)
     total = sum(r["num_tokens"] for r in rows)
     stats = {"completions": len(rows), "tokens": total,

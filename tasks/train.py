@@ -49,7 +49,8 @@ def run(cfg: PipelineConfig, layout: Layout,
     opts = dict(epochs=t.epochs, micro_batch_size=t.micro_batch_size,
                 grad_accum_steps=t.grad_accum_steps, lr=t.lr, warmup_steps=t.warmup_steps,
                 weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm,
-                seed=iteration_seed(cfg, it.key), max_len=context_length(model, cfg))
+                seed=iteration_seed(cfg, it.key), max_len=context_length(model, cfg),
+                checkpoint=_checkpointer(cfg, layout, it))
     if isinstance(algo, DpoAlgorithm):
         result, stats = _dpo(model, tokenizer, algo, it, rows, samples["sample_idx"], opts)
     else:
@@ -71,6 +72,7 @@ def _policy_gradient(cfg: PipelineConfig, layout: Layout, model, tokenizer, algo
     needs_old = not (algo.kind == "raft")
     if algo.kind in ("raft", "raft++"):
         weighted = [ro.Weighted(r, 1.0) for r in ro.accepted(rows, dedup=cfg.train.dedup)]
+        stats = {"zero_variance_share": ro.zero_variance_share_of(rows)}
     elif isinstance(algo, NftAlgorithm):
         weighted, stats = ro.nft_examples(rows)
     else:
@@ -100,7 +102,12 @@ def _policy_gradient(cfg: PipelineConfig, layout: Layout, model, tokenizer, algo
             ratio_cap=algo.ratio_cap, normalizer=algo.normalizer)
     else:
         objective = objectives.raft
-    return policy_epochs(model, tokenizer, examples, objective, old=old, ref=ref, **opts), stats
+    train = policy_epochs
+    if cfg.train.backend == "deepspeed":  # same arguments, run on many ranks
+        from models.deepspeed_trainer import on_deepspeed
+
+        train = on_deepspeed(cfg, layout)
+    return train(model, tokenizer, examples, objective, old=old, ref=ref, **opts), stats
 
 
 def _grpo_examples(cfg: PipelineConfig, model, tokenizer, algo: GrpoAlgorithm,
@@ -169,3 +176,22 @@ def _dpo(model, tokenizer, algo: DpoAlgorithm, it: IterationLayout, rows: list[r
     examples = [(Example(c.prompt, c.completion), Example(r.prompt, r.completion))
                 for c, r in pairs]
     return dpo_epochs(model, tokenizer, examples, beta=algo.beta, **opts), stats
+
+
+def _checkpointer(cfg: PipelineConfig, layout: Layout, it: IterationLayout):
+    """Resume point of this stage's optimizer loop, keyed to everything its result reads."""
+    from pathlib import Path
+
+    import models.torch_trainer
+    from models.checkpoint import Checkpointer, fingerprint
+
+    config = {"train": cfg.train.model_dump(), "seed": cfg.seed, "threads": cfg.threads,
+              "context": cfg.model.max_position_embeddings, "key": it.key,
+              "iteration": cfg.iterations[it.key].model_dump(),
+              "algorithm": cfg.algorithm(it.key).model_dump()}
+    code = [__file__, ro.__file__, models.torch_trainer.__file__,
+            Path(__file__).parents[1] / "cotflow" / "algorithms"]
+    inputs = [it.samples, it.verdicts, it.judgements, it.prev_policy, layout.base_policy]
+    return Checkpointer.for_stage(it.dir, "train", cfg.train.checkpoint_every,
+                                  fingerprint(config, [p for p in inputs if Path(p).exists()]
+                                              + code))

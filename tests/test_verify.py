@@ -166,3 +166,24 @@ def test_parse_reference_answer(text: str, expected: str) -> None:
 def test_parse_reference_answer_empty(text: str) -> None:
     with pytest.raises(ValueError, match="empty reference answer"):
         parse_reference_answer(text)
+
+
+@pytest.mark.parametrize(
+    ("gold", "answer"),
+    [("42", "４２"), ("42", "٤٢"), ("-7", "\u22127"), ("-7", "\u20137"), ("-7", "\uff0d7"),
+     ("x^2+1", "\u0445^2+1"), ("42", "4\u200b2"), ("42", "\u202e24")],
+)
+def test_lookalikes_are_unparseable(gold: str, answer: str) -> None:
+    # Fullwidth or Arabic-Indic digits, minus/dash variants, Cyrillic letters, invisible
+    # characters: graded as what they are, not as the ASCII they resemble.
+    assert grade_answer(gold, f"\\boxed{{{answer}}}").verdict == UNPARSEABLE
+
+
+def test_adversarial_injections_not_executed_in_process(tmp_path) -> None:
+    from tests.adversarial import corpus
+
+    canary = tmp_path / "canary"
+    for cat, gold, completion in corpus(canary):
+        if cat == "injection":  # the others need the pool's time limit
+            assert grade_answer(gold, completion).verdict in (UNPARSEABLE, INCORRECT)
+    assert not canary.exists()

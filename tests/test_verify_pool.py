@@ -139,3 +139,32 @@ def test_numeric_fast_path_throughput(pool: VerifierPool) -> None:
     grades = pool.grade_many(pairs)
     assert time.monotonic() - start < 2.0
     assert [g.verdict for g in grades[:3]] == [INCORRECT, CORRECT, CORRECT]
+
+
+def test_adversarial_corpus_is_contained(tmp_path) -> None:
+    """Injections, power towers, 10k-deep nesting, megabyte answers, look-alikes, malformed
+    LaTeX: nothing runs, each verdict comes within the hard limit from a memory-capped
+    worker, and each is unparseable or timeout (a \\text{} answer is a string: incorrect)."""
+    from tests.adversarial import CATEGORIES, corpus
+
+    canary = tmp_path / "canary"
+    items = corpus(canary)
+    assert {cat for cat, _, _ in items} == set(CATEGORIES)
+    with VerifierPool(workers=2, timeout_s=1.0, memory_mb=512) as p:
+        p.grade_many([("1", r"\boxed{\frac{2}{2}}")] * 2)
+        slowest = 0.0
+        for cat, gold, completion in items:
+            start = time.monotonic()
+            (grade,) = p.grade_many([(gold, completion)])
+            slowest = max(slowest, time.monotonic() - start)
+            allowed = {UNPARSEABLE, TIMEOUT} | ({INCORRECT} if r"\text{" in completion else set())
+            assert grade.verdict in allowed, (cat, completion[:80], grade)
+        assert slowest < p.timeout_s + 0.5
+        # All at once, as a stage grades them: same verdict kinds, bounded total time (each
+        # timeout also costs a replacement worker's start; this box's 2 cores are shared).
+        start = time.monotonic()
+        grades = p.grade_many([(g, c) for _, g, c in items])
+        timeouts = sum(g.verdict == TIMEOUT for g in grades)
+        assert time.monotonic() - start < timeouts * (p.timeout_s + 0.5) + 5.0
+        assert all(g.verdict in (UNPARSEABLE, TIMEOUT, INCORRECT) for g in grades)
+    assert not canary.exists()

@@ -46,6 +46,13 @@ _MAX_NUMBER_CHARS = 64  # bounds the fast path so the parent can run it inline
 _DECIMAL = re.compile(r"[+-]?(?:(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)")
 _FRACTION = re.compile(r"([+-]?\d+)/(\d+)")
 _WS = re.compile(r"\s+")
+# Characters that pass for ASCII digits, minus signs or Latin letters, and invisible ones:
+# non-ASCII decimal digits, fullwidth forms, dashes and the minus sign, Cyrillic letters,
+# zero-width and bidirectional controls. An answer with any is unparseable, not graded on
+# what it looks like (reward hacking by look-alikes, or text that reads as another number).
+_LOOKALIKE = re.compile(
+    "(?![0-9])\\d|[\uff00-\uffef\u2010-\u2015\u2212\ufe58\ufe63\u0400-\u04ff"
+    "\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]")
 _OPENERS = frozenset("({[")
 _CLOSERS = frozenset(")}]")
 
@@ -85,12 +92,12 @@ def _nesting_depth(text: str) -> int:
 def _fast_grade(gold: str, pred: str) -> Grade | None:
     """Bounded-time verdict, or None when math-verify is needed."""
     shown = pred[:_EXTRACTED_CHARS]
-    if not pred.strip():
+    if not pred.strip() or len(pred) > MAX_PRED_CHARS or _LOOKALIKE.search(pred):
         return Grade(UNPARSEABLE, shown)
     g, p = _as_number(gold), _as_number(pred)
     if g is not None and p is not None:
         return Grade(CORRECT if g == p else INCORRECT, shown)
-    if len(pred) > MAX_PRED_CHARS or _nesting_depth(pred) > MAX_NESTING:
+    if _nesting_depth(pred) > MAX_NESTING:
         return Grade(UNPARSEABLE, shown)
     # Identical text is correct whatever it means; also covers answers sympy cannot parse.
     if _WS.sub(" ", gold.strip()) == _WS.sub(" ", pred.strip()):

@@ -1,0 +1,130 @@
+"""Every iteration type on the built-in task at an equal sample budget, over seeds.
+
+    python benchmarks/algorithms.py [--seeds 0 1 2] [--iterations 3] [--prompts 1024] [--n 2]
+        [--presets raft grpo dr-grpo dapo nft seed-grpo dpo] [--base params.yaml] ...
+
+Each preset (cotflow/presets.py) runs `--iterations` iterations from the same warm start
+(one per seed), with a budget of prompts × n samples per iteration: group methods draw
+groups of 8 from budget / 8 prompts; DAPO's dynamic sampling may draw more, and the table
+shows what each arm actually drew. Prints held-out greedy accuracy per iteration as
+mean ± sd [min, max] over seeds, then the seed papers' claims side by side with what was
+measured here (NFT ≈ GRPO; SEED-GRPO ≥ GRPO).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+from harness import run_arm
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_PRESETS = ["raft", "grpo", "dr-grpo", "dapo", "nft", "seed-grpo", "dpo"]
+
+
+def arm_params(base: dict[str, Any], args: argparse.Namespace, preset: str, seed: int,
+               scratch: Path) -> dict[str, Any]:
+    from cotflow.presets import apply_preset
+
+    raw = yaml.safe_load(yaml.safe_dump(base, sort_keys=False))  # a deep copy
+    raw["seed"] = seed
+    raw["tracking"]["enabled"] = False
+    if args.threads:
+        raw["threads"] = args.threads
+    raw["data"].update(n_test=args.n_test)
+    raw["allocate"].update(prompts_per_iteration=args.prompts, n=args.n)
+    raw["evaluate"].update(n_samples=1, pass_k=[1])  # greedy accuracy is what is compared
+    if args.warmstart_steps is not None:
+        raw["warmstart"]["steps"] = args.warmstart_steps
+    for assignment in args.set:
+        dotted, _, value = assignment.partition("=")
+        *sections, key = dotted.split(".")
+        target = raw
+        for section in sections:
+            target = target[section]
+        target[key] = yaml.safe_load(value)
+    path = scratch / f"params-{preset}-{seed}.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    apply_preset(path, [preset] * args.iterations)
+    return yaml.safe_load(path.read_text())
+
+
+def row(values: list[float]) -> str:
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return (f"{statistics.mean(values):6.1f} ± {sd:4.1f} "
+            f"[{min(values):5.1f}, {max(values):5.1f}]")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--base", type=Path, default=ROOT / "params.yaml")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--presets", nargs="+", default=DEFAULT_PRESETS)
+    ap.add_argument("--iterations", type=int, default=3)
+    ap.add_argument("--prompts", type=int, default=1024, help="prompts per iteration (× n)")
+    ap.add_argument("--n", type=int, default=2, help="samples per prompt for raft")
+    ap.add_argument("--n-test", type=int, default=400)
+    ap.add_argument("--warmstart-steps", type=int, default=None)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a params.yaml setting for every arm, e.g. train.lr=3e-5")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (params.yaml's)")
+    ap.add_argument("--workspace", type=Path, default=None, help="keep the runs here")
+    ap.add_argument("--warm-start", type=Path, default=None,
+                    help="an artifacts/base folder made with these params to start every seed "
+                         "from (seeds then vary the RL phase only)")
+    args = ap.parse_args()
+    from cotflow.env import apply_defaults
+
+    base = yaml.safe_load(args.base.read_text())
+    top = args.workspace or Path(tempfile.mkdtemp(prefix="cotflow-algos-"))
+    top.mkdir(parents=True, exist_ok=True)
+    apply_defaults(top)
+    curves: dict[str, list[list[tuple[int, float]]]] = {p: [] for p in args.presets}
+    seconds: dict[str, float] = dict.fromkeys(args.presets, 0.0)
+    t0 = time.perf_counter()
+    for seed in args.seeds:
+        shared: Path | None = args.warm_start
+        for preset in args.presets:
+            root = top / f"seed-{seed}" / preset
+            t1 = time.perf_counter()
+            params = arm_params(base, args, preset, seed, top)
+            curves[preset].append(run_arm(root, params, shared))
+            seconds[preset] += time.perf_counter() - t1
+            shared = shared or root / "artifacts" / "base"
+            print(f"seed {seed} {preset}: " + ", ".join(
+                f"{s}:{100 * a:.1f}%" for s, a in curves[preset][-1]), flush=True)
+
+    budget = args.prompts * args.n
+    print(f"\n{len(args.seeds)} seeds × {args.iterations} iterations, budget {budget} samples "
+          f"per iteration, held-out greedy accuracy on {args.n_test} problems; "
+          f"{time.perf_counter() - t0:.0f} s in all")
+    print(f"{'preset':<10}{'iter':>5}{'samples':>9}   accuracy %: mean ± sd [min, max]")
+    for preset in args.presets:
+        for i in range(args.iterations + 1):
+            spent = statistics.mean(c[i][0] for c in curves[preset])
+            print(f"{preset:<10}{i:>5}{spent:>9.0f}   "
+                  f"{row([100 * c[i][1] for c in curves[preset]])}")
+        print(f"{'':<10}{'':>5}{'':>9}   ({seconds[preset] / len(args.seeds):.0f} s per seed)")
+
+    def final(preset: str) -> list[float]:
+        return [100 * c[-1][1] for c in curves.get(preset, [])]
+
+    print("\nclaims (final iteration, mean over seeds, points):")
+    for claim, a, b in (("NFT ≈ GRPO", "nft", "grpo"), ("SEED-GRPO ≥ GRPO", "seed-grpo", "grpo"),
+                        ("SEED-GRPO ≥ Dr.GRPO (its base)", "seed-grpo", "dr-grpo")):
+        if final(a) and final(b):
+            diff = statistics.mean(final(a)) - statistics.mean(final(b))
+            wins = sum(x >= y for x, y in zip(final(a), final(b), strict=True))
+            print(f"  {claim:<32} {a} − {b} = {diff:+.1f}  ({a} ≥ {b} in {wins}/"
+                  f"{len(final(a))} seeds)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
