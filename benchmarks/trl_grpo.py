@@ -1,0 +1,353 @@
+"""cotflow's `grpo` preset against TRL's GRPOTrainer: wall time to a held-out accuracy.
+
+    pip install -e ".[bench]"          # TRL, pinned to a release that keeps our pins
+    python benchmarks/trl_grpo.py [--prompts 128] [--iterations 4] [--target 0.75]
+        [--eval-size 400] [--warmstart-steps N] [--base-from DIR] [--workspace DIR]
+
+Both sides start from the same warm-start policy (cotflow's prepare stage, run once or
+copied from --base-from), train on the same built-in task with groups of G = 8 and the same
+sample budget per iteration (prompts × 8), and are scored by the same function,
+tasks/evaluate.py `evaluate_policy` (greedy held-out accuracy on the same test split).
+
+cotflow runs `cotflow preset grpo -n K`'s iterations through the same stage functions that
+`dvc repro` runs, in this process (benchmarks/gvm_speedup.py does the same); training time is
+the wall time of allocate..train, and the evaluate stage is timed apart. TRL's GRPOTrainer is
+set up to do the same work per iteration:
+
+    one cotflow iteration          = one TRL generation batch
+    prompts × 8 samples            = generation_batch_size, num_generations = 8
+    train.epochs passes over them  = num_iterations (μ)
+    micro_batch_size × grad_accum  = per_device_train_batch_size × gradient_accumulation_steps
+    reference = iteration's start  = sync_ref_model, mixup α = 1, every iteration's steps
+    grpo: seq-mean-token-mean      = loss_type "grpo"; sample std = scale_rewards "group"
+    verify stage (check_steps)     = the reward function (tasks/verify.py `grade`)
+
+and is evaluated by a callback after each generation batch's last optimizer step; that time
+(saving the policy plus evaluate_policy) is excluded from TRL's training time. Differences that
+remain, by design of each library: cotflow starts a fresh AdamW with its warmup every iteration,
+TRL keeps one optimizer and warms up once; TRL adds 1e-4 to the std (cotflow algorithms.grpo
+std_eps); TRL shuffles a generation batch once for all its passes, cotflow once per epoch.
+Stage-per-process orchestration (DVC, Prefect, MLflow) is not in cotflow's figure here;
+benchmarks/default_pipeline.py measures it.
+
+Prints each side's held-out accuracy and cumulative time per iteration, where the time goes,
+and the time to reach the target (the first crossing, linearly interpolated between
+evaluations) with and without evaluation time, and cotflow's time as a multiple of TRL's.
+The default target is the lower of the two sides' best accuracies, so both reach it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from harness import STAGES, samples_to_reach
+
+ROOT = Path(__file__).resolve().parents[1]
+GROUP_SIZE = 8  # cotflow.presets.GROUP_SIZE; checked against it in main()
+
+
+@dataclass
+class Run:
+    """Held-out accuracy after each iteration, with cumulative seconds to that point."""
+    name: str
+    points: list[tuple[float, float, float]] = field(default_factory=list)  # train s, total s, acc
+    seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    cpu: dict[str, float] = field(default_factory=lambda: defaultdict(float))  # train, evaluate
+
+    def curve(self, with_eval: bool) -> list[tuple[float, float]]:
+        return [(total if with_eval else train, acc) for train, total, acc in self.points]
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and its finished children (the verifier's workers): a
+    figure that contention from other jobs on the machine does not inflate."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def bench_params(base: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """params.yaml for both sides: the base file with tracking off and the benchmark's sizes.
+    The iterations block is written by the grpo preset afterwards."""
+    raw = copy.deepcopy(base)
+    raw["seed"] = args.seed
+    raw["tracking"]["enabled"] = False
+    if args.eval_size:
+        raw["data"]["n_test"] = args.eval_size
+    if args.n_train:
+        raw["data"]["n_train"] = args.n_train
+    if args.warmstart_steps is not None:
+        raw["warmstart"]["steps"] = args.warmstart_steps
+    # Budget = prompts × G; the preset turns it back into `prompts` groups of G.
+    raw["allocate"].update(method="uniform", prompts_per_iteration=args.prompts, n=GROUP_SIZE)
+    # Greedy accuracy is the figure; one sampled completion keeps pass@k's extra pass short.
+    raw["evaluate"].update(n_samples=1, pass_k=[1])
+    raw.pop("iterations", None)  # last, where apply_preset looks for it
+    raw["iterations"] = {"001": {"algorithm": "grpo", "prev": "base"}}
+    return raw
+
+
+def prepare(root: Path, params: dict[str, Any], iterations: int, base_from: Path | None) -> Path:
+    """Write params.yaml (the grpo preset's iterations) and the warm start; return the params."""
+    from cotflow.presets import apply_preset
+    from tasks.common import run_stage
+
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / "params.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    apply_preset(path, ["grpo"] * iterations)
+    if base_from is None:
+        run_stage("prepare", None, root, path)
+    else:
+        shutil.copytree(base_from, root / "artifacts" / "base")
+    return path
+
+
+def run_cotflow(root: Path, params: Path, warm_acc: float) -> Run:
+    from cotflow.config import load_params
+    from cotflow.records import read_json
+    from tasks.common import run_stage
+
+    run = Run("cotflow", [(0.0, 0.0, warm_acc)])
+    train = total = 0.0
+    for key in load_params(params).iterations:
+        for stage in STAGES:
+            t0, c0 = time.perf_counter(), cpu_seconds()
+            run_stage(stage, key, root, params)
+            spent = time.perf_counter() - t0
+            run.cpu["evaluate" if stage == "evaluate" else "train"] += cpu_seconds() - c0
+            run.seconds[stage] += spent
+            total += spent
+            train += 0.0 if stage == "evaluate" else spent
+        acc = read_json(root / f"artifacts/iter-{key}/metrics.json")["accuracy"]
+        run.points.append((train, total, acc))
+        print(f"cotflow iteration {key}: accuracy {100 * acc:.1f}%, train {train:.0f} s",
+              flush=True)
+    return run
+
+
+def trl_config(cfg, iterations: int, out: Path):
+    """GRPOConfig doing per generation batch what one cotflow grpo iteration does."""
+    from trl import GRPOConfig
+
+    algo = cfg.algorithm(next(iter(cfg.iterations)))
+    unsupported = {"advantage_std": (algo.advantage_std, "sample"),
+                   "loss_agg": (algo.loss_agg, "seq-mean-token-mean"),
+                   "reference": (algo.reference, "prev"), "dual_clip": (algo.dual_clip, None),
+                   "reward_incorrect": (algo.reward_incorrect, 0.0),
+                   "overlong_cache": (algo.overlong_cache, 0),
+                   "drop_uniform_groups": (algo.drop_uniform_groups, False),
+                   "semantic_entropy": (algo.semantic_entropy, None)}
+    for key, (have, need) in unsupported.items():
+        if have != need:
+            raise SystemExit(f"algorithms.grpo.{key} = {have!r}: this benchmark maps only "
+                             f"{need!r} onto TRL's GRPOTrainer")
+    if cfg.sample.dynamic_sampling_rounds:
+        raise SystemExit("sample.dynamic_sampling_rounds: TRL has no dynamic sampling")
+    t, s = cfg.train, cfg.sample
+    budget = cfg.allocate.prompts_per_iteration * GROUP_SIZE
+    micro = t.micro_batch_size
+    if budget % micro:
+        raise SystemExit(f"--prompts × {GROUP_SIZE} = {budget} must be a multiple of "
+                         f"train.micro_batch_size = {micro}: TRL splits a generation batch "
+                         "into equal micro-batches")
+    steps = t.epochs * -(-budget // (micro * t.grad_accum_steps))  # optimizer steps / iteration
+    return GRPOConfig(
+        output_dir=str(out), use_cpu=True, bf16=False, fp16=False, report_to="none",
+        save_strategy="no", logging_steps=steps, disable_tqdm=True, seed=cfg.seed,
+        dataloader_num_workers=0, remove_unused_columns=False,
+        model_init_kwargs={"dtype": "float32"},
+        # sampling: sample.* of params.yaml
+        num_generations=GROUP_SIZE, generation_batch_size=budget,
+        max_completion_length=s.max_new_tokens, temperature=s.temperature, top_p=s.top_p,
+        top_k=0,
+        # training: train.* and algorithms.grpo
+        per_device_train_batch_size=micro, gradient_accumulation_steps=t.grad_accum_steps,
+        num_iterations=t.epochs, max_steps=iterations * steps,
+        learning_rate=t.lr, lr_scheduler_type="constant_with_warmup",
+        warmup_steps=t.warmup_steps, weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm,
+        optim="adamw_torch", adam_beta1=0.9, adam_beta2=0.98,  # models/torch_trainer.py's AdamW
+        loss_type="grpo", scale_rewards="group", beta=algo.kl_coef,
+        epsilon=algo.eps_low, epsilon_high=algo.eps_high, mask_truncated_completions=False,
+        sync_ref_model=bool(algo.kl_coef), ref_model_mixup_alpha=1.0, ref_model_sync_steps=steps,
+    )
+
+
+def run_trl(root: Path, cfg, iterations: int, warm_acc: float) -> Run:
+    import torch
+    from datasets import Dataset
+    from transformers import TrainerCallback
+    from trl import GRPOTrainer
+
+    from cotflow.layout import Layout
+    from cotflow.records import read_table, rows_of
+    from models.policy import load_policy, save_policy
+    from tasks.common import format_prompt
+    from tasks.evaluate import evaluate_policy
+    from tasks.verify import grade
+
+    torch.set_num_threads(cfg.threads)
+    layout = Layout(root)
+    run = Run("TRL", [(0.0, 0.0, warm_acc)])
+    train_rows = rows_of(read_table(layout.train_set, "problems"))
+    test = rows_of(read_table(layout.test_set, "problems"))
+    dataset = Dataset.from_dict({"prompt": [format_prompt(cfg, r["question"]) for r in train_rows],
+                                 "answer": [r["answer"] for r in train_rows]})
+
+    def reward(prompts, completions, answer, **_: Any) -> list[float]:
+        t0 = time.perf_counter()
+        rewards = grade(cfg, answer, completions)[1]
+        run.seconds["reward (verify)"] += time.perf_counter() - t0
+        return rewards
+
+    class Timed(GRPOTrainer):
+        def _generate_and_score_completions(self, inputs):
+            t0, r0 = time.perf_counter(), run.seconds["reward (verify)"]
+            out = super()._generate_and_score_completions(inputs)
+            # Sampling plus the old and reference log-probs; the reward is counted apart.
+            run.seconds["generate + log-probs"] += (time.perf_counter() - t0
+                                                    - (run.seconds["reward (verify)"] - r0))
+            return out
+
+    args = trl_config(cfg, iterations, root / "trl-output")
+    every = args.ref_model_sync_steps
+    _, tokenizer = load_policy(layout.base_policy)
+    start, cpu_start = time.perf_counter(), cpu_seconds()
+    evaluating = 0.0
+
+    class HeldOut(TrainerCallback):
+        """evaluate_policy after each generation batch; its time is kept out of training's."""
+
+        def on_step_end(self, args, state, control, model=None, **_: Any):
+            nonlocal evaluating
+            if state.global_step % every:
+                return
+            t0, c0 = time.perf_counter(), cpu_seconds()
+            rng = torch.get_rng_state()  # the sampler reseeds torch; TRL's sampling must not see it
+            policy = save_policy(model, tokenizer, root / "trl-policies" / f"{state.global_step}")
+            acc = evaluate_policy(cfg, policy, test)[0]["accuracy"]
+            torch.set_rng_state(rng)
+            model.train()
+            t1 = time.perf_counter()
+            run.points.append((t0 - start - evaluating, t1 - start, acc))
+            evaluating += t1 - t0
+            run.cpu["evaluate"] += cpu_seconds() - c0
+            print(f"TRL after {state.global_step // every} generation batches: accuracy "
+                  f"{100 * acc:.1f}%, train {run.points[-1][0]:.0f} s", flush=True)
+
+    trainer = Timed(model=str(layout.base_policy), reward_funcs=reward, args=args,
+                    train_dataset=dataset, processing_class=tokenizer, callbacks=[HeldOut()])
+    run.seconds["setup"] = time.perf_counter() - start
+    trainer.train()
+    total = time.perf_counter() - start
+    run.cpu["train"] = cpu_seconds() - cpu_start - run.cpu["evaluate"]
+    run.seconds["evaluate"] = evaluating
+    run.seconds["optimizer steps + rest"] = total - sum(run.seconds.values())
+    return run
+
+
+def time_to(curve: list[tuple[float, float]], target: float) -> float | None:
+    """Seconds at the first crossing of `target`, interpolated (x is seconds here)."""
+    return samples_to_reach(curve, target)
+
+
+def report(runs: list[Run], target: float) -> None:
+    for run in runs:
+        print(f"\n{run.name}: iteration, held-out accuracy, cumulative train s (with eval s)")
+        for i, (train, total, acc) in enumerate(run.points):
+            print(f"  {i:>3}  {100 * acc:6.1f}%  {train:8.1f}  ({total:.1f})")
+        spent = sum(run.seconds.values())
+        print(f"  where the time goes ({spent:.0f} s): " + ", ".join(
+            f"{k} {v:.1f} s ({100 * v / spent:.0f}%)" for k, v in
+            sorted(run.seconds.items(), key=lambda kv: -kv[1])))
+        print(f"  CPU seconds: training {run.cpu['train']:.0f}, "
+              f"evaluation {run.cpu['evaluate']:.0f}")
+    cot, trl = runs
+    per_iter = [r.points[-1][0] / (len(r.points) - 1) for r in runs]
+    print(f"\ntraining seconds per iteration: cotflow {per_iter[0]:.1f}, TRL {per_iter[1]:.1f}; "
+          f"cotflow / TRL = {per_iter[0] / per_iter[1]:.2f}x")
+    print(f"target held-out accuracy {100 * target:.1f}% "
+          f"(warm start {100 * cot.points[0][2]:.1f}%)")
+    if target <= cot.points[0][2]:
+        print("  the target is not above the warm start: both reach it at time 0; give a "
+              "higher --target, or a setting (train.lr, --iterations) where both improve")
+    for with_eval in (False, True):
+        need = [time_to(r.curve(with_eval), target) for r in runs]
+        shown = ["not reached" if n is None else f"{n:.1f} s" for n in need]
+        label = "with evaluation" if with_eval else "training only  "
+        ratio = (f"{need[0] / need[1]:.2f}x" if None not in need and need[1] else "n/a")
+        print(f"time to target, {label}: cotflow {shown[0]}, TRL {shown[1]}; "
+              f"cotflow / TRL = {ratio} (target <= 1.0x)")
+    print(f"CPU seconds of training, all iterations: cotflow / TRL = "
+          f"{cot.cpu['train'] / trl.cpu['train']:.2f}x (unaffected by other jobs' load)")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--base", type=Path, default=ROOT / "params.yaml",
+                    help="params to start from (data, model, warm start, train, grpo)")
+    ap.add_argument("--prompts", type=int, default=128,
+                    help="prompts per iteration; samples = prompts × 8")
+    ap.add_argument("--iterations", type=int, default=4)
+    ap.add_argument("--target", type=float, default=None,
+                    help="held-out accuracy to reach, 0..1 (default: the lower best of the two)")
+    ap.add_argument("--eval-size", type=int, default=None,
+                    help="held-out problems (default: data.n_test of --base)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--n-train", type=int, default=None)
+    ap.add_argument("--warmstart-steps", type=int, default=None)
+    ap.add_argument("--base-from", type=Path, default=None,
+                    help="an artifacts/base folder made with the same data and model params")
+    ap.add_argument("--workspace", type=Path, default=None, help="keep the runs here")
+    args = ap.parse_args()
+    from cotflow.presets import GROUP_SIZE as PRESET_GROUP
+
+    if PRESET_GROUP != GROUP_SIZE:
+        ap.error(f"cotflow's group size is now {PRESET_GROUP}: update GROUP_SIZE here")
+    if args.target is not None and not 0 < args.target <= 1:
+        ap.error("--target is an accuracy in (0, 1]")
+    if args.iterations < 1 or args.prompts < 1:
+        ap.error("--iterations and --prompts must be at least 1")
+    try:
+        import trl  # noqa: F401
+    except ImportError:
+        ap.error('TRL is missing: pip install -e ".[bench]"')
+    from cotflow.config import load_params
+    from cotflow.env import apply_defaults
+    from cotflow.records import read_json
+
+    top = args.workspace or Path(tempfile.mkdtemp(prefix="cotflow-trl-"))
+    apply_defaults(top)
+    base = yaml.safe_load(args.base.read_text())
+    t0 = time.perf_counter()
+    params = prepare(top / "cotflow", bench_params(base, args), args.iterations, args.base_from)
+    shutil.copytree(top / "cotflow" / "artifacts" / "base", top / "trl" / "artifacts" / "base")
+    warm = read_json(top / "cotflow" / "artifacts/base/metrics.json")["accuracy"]
+    cfg = load_params(params)
+    print(f"warm start: held-out accuracy {100 * warm:.1f}% on {cfg.data.n_test} problems; "
+          f"{args.iterations} iterations of {args.prompts} prompts × {GROUP_SIZE} samples",
+          flush=True)
+    runs = [run_cotflow(top / "cotflow", params, warm),
+            run_trl(top / "trl", cfg, args.iterations, warm)]
+    target = args.target if args.target is not None else min(
+        max(acc for *_, acc in r.points) for r in runs)
+    print(f"\n{args.iterations} iterations × {args.prompts * GROUP_SIZE} samples, "
+          f"{cfg.threads} threads; {time.perf_counter() - t0:.0f} s in all")
+    report(runs, target)
+    if args.workspace is None:
+        shutil.rmtree(top, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
