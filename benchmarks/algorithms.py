@@ -55,6 +55,15 @@ def arm_params(base: dict[str, Any], args: argparse.Namespace, preset: str, seed
     return yaml.safe_load(path.read_text())
 
 
+def _timed_arm(root: Path, params: dict[str, Any],
+               base_from: Path | None) -> tuple[list[tuple[int, float]], float]:
+    t0 = time.perf_counter()
+    curve = run_arm(root, params, base_from)
+    print(f"done {root.parent.name} {root.name}: "
+          + ", ".join(f"{s}:{100 * a:.1f}%" for s, a in curve), flush=True)
+    return curve, time.perf_counter() - t0
+
+
 def row(values: list[float]) -> str:
     sd = statistics.stdev(values) if len(values) > 1 else 0.0
     return (f"{statistics.mean(values):6.1f} ± {sd:4.1f} "
@@ -73,6 +82,7 @@ def main() -> int:
     ap.add_argument("--warmstart-steps", type=int, default=None)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="a params.yaml setting for every arm, e.g. train.lr=3e-5")
+    ap.add_argument("--jobs", type=int, default=1, help="arms run in parallel processes")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (params.yaml's)")
     ap.add_argument("--workspace", type=Path, default=None, help="keep the runs here")
     ap.add_argument("--warm-start", type=Path, default=None,
@@ -88,17 +98,32 @@ def main() -> int:
     curves: dict[str, list[list[tuple[int, float]]]] = {p: [] for p in args.presets}
     seconds: dict[str, float] = dict.fromkeys(args.presets, 0.0)
     t0 = time.perf_counter()
-    for seed in args.seeds:
-        shared: Path | None = args.warm_start
-        for preset in args.presets:
+    jobs: list[tuple[int, str]] = [(seed, preset) for seed in args.seeds
+                                   for preset in args.presets]
+    if args.jobs > 1:
+        if args.warm_start is None:
+            ap.error("--jobs needs --warm-start (arms then share nothing)")
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(args.jobs) as pool:
+            futures = {job: pool.submit(_timed_arm, top / f"seed-{job[0]}" / job[1],
+                                        arm_params(base, args, job[1], job[0], top),
+                                        args.warm_start) for job in jobs}
+            results = {job: f.result() for job, f in futures.items()}
+    else:
+        results, shared = {}, args.warm_start
+        for seed, preset in jobs:
             root = top / f"seed-{seed}" / preset
-            t1 = time.perf_counter()
-            params = arm_params(base, args, preset, seed, top)
-            curves[preset].append(run_arm(root, params, shared))
-            seconds[preset] += time.perf_counter() - t1
+            results[(seed, preset)] = _timed_arm(root, arm_params(base, args, preset, seed, top),
+                                                 shared if shared else None)
             shared = shared or root / "artifacts" / "base"
-            print(f"seed {seed} {preset}: " + ", ".join(
-                f"{s}:{100 * a:.1f}%" for s, a in curves[preset][-1]), flush=True)
+            if args.warm_start is None and preset == args.presets[-1]:
+                shared = None  # each seed makes its own warm start
+    for (seed, preset), (curve, spent) in results.items():
+        curves[preset].append(curve)
+        seconds[preset] += spent
+        print(f"seed {seed} {preset}: " + ", ".join(f"{s}:{100 * a:.1f}%" for s, a in curve),
+              flush=True)
 
     budget = args.prompts * args.n
     print(f"\n{len(args.seeds)} seeds × {args.iterations} iterations, budget {budget} samples "

@@ -38,6 +38,8 @@ def arm_params(base: dict[str, Any], args: argparse.Namespace, arm: str,
                seed: int) -> dict[str, Any]:
     raw = yaml.safe_load(yaml.safe_dump(base))  # a deep copy
     raw["seed"] = seed
+    if args.threads:
+        raw["threads"] = args.threads
     raw["tracking"]["enabled"] = False
     for key, value in (("n_train", args.n_train), ("n_test", args.n_test)):
         if value:
@@ -81,6 +83,10 @@ def main() -> int:
     ap.add_argument("--n-test", type=int, default=None)
     ap.add_argument("--warmstart-steps", type=int, default=None)
     ap.add_argument("--workspace", type=Path, default=None, help="keep the runs here")
+    ap.add_argument("--warm-start", type=Path, default=None,
+                    help="an artifacts/base folder made with these params to start every seed "
+                         "from (seeds then vary the RL phase only)")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (params.yaml's)")
     args = ap.parse_args()
     if "uniform" not in args.arms:
         ap.error("--arms must include uniform (the speedup's reference)")
@@ -92,7 +98,7 @@ def main() -> int:
     curves: dict[str, list[list[tuple[int, float]]]] = {arm: [] for arm in args.arms}
     t0 = time.perf_counter()
     for seed in args.seeds:
-        shared: Path | None = None
+        shared: Path | None = args.warm_start
         for arm in args.arms:
             root = top / f"seed-{seed}" / arm
             curves[arm].append(run_arm(root, arm_params(base, args, arm, seed), shared))
