@@ -3,7 +3,8 @@
 
 A preset names an entry of params.yaml `algorithms` and the per-iteration overrides it needs.
 Group methods sample G = 8 completions per prompt and keep the sample budget of params.yaml
-(allocate.prompts_per_iteration × allocate.n), so presets compare at equal cost.
+(allocate.prompts_per_iteration × allocate.n), so presets compare at equal cost; they also set
+train.lr (POLICY_GRADIENT_LR, below).
 """
 
 from __future__ import annotations
