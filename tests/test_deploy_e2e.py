@@ -70,12 +70,29 @@ def stack(tmp_path_factory):
         mlflow.stop()
 
 
+def _api(method: str, url: str, **kw) -> dict:
+    """A Prefect API call that rides out a loaded server: 5xx and timeouts are retried
+    (sqlite under a busy CI machine answers 'database is locked'); anything else fails
+    with the server's answer."""
+    for attempt in range(6):
+        try:
+            resp = httpx.request(method, url, timeout=60, **kw)
+        except httpx.TimeoutException:
+            resp = None
+        if resp is not None and resp.status_code < 500:
+            assert resp.is_success, f"{method} {url}: {resp.status_code} {resp.text}"
+            return resp.json()
+        time.sleep(2 ** attempt)
+    pytest.fail(f"{method} {url}: no answer after retries "
+                f"({resp.status_code if resp is not None else 'timeout'})")
+
+
 def _run_deployment(prefect_url: str, timeout_s: float = 900) -> dict:
-    dep = httpx.get(f"{prefect_url}/deployments/name/cotflow-pipeline/{NAME}").json()
-    run = httpx.post(f"{prefect_url}/deployments/{dep['id']}/create_flow_run", json={}).json()
+    dep = _api("GET", f"{prefect_url}/deployments/name/cotflow-pipeline/{NAME}")
+    run = _api("POST", f"{prefect_url}/deployments/{dep['id']}/create_flow_run", json={})
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        state = httpx.get(f"{prefect_url}/flow_runs/{run['id']}").json()["state"]
+        state = _api("GET", f"{prefect_url}/flow_runs/{run['id']}")["state"]
         if state["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
             return state
         time.sleep(2)
@@ -101,7 +118,7 @@ def _tags(run: dict) -> dict[str, str]:
 
 def test_deployment_has_schedule_pool_and_one_run_at_a_time(stack):
     _, _, prefect_url, _, _ = stack
-    dep = httpx.get(f"{prefect_url}/deployments/name/cotflow-pipeline/{NAME}").json()
+    dep = _api("GET", f"{prefect_url}/deployments/name/cotflow-pipeline/{NAME}")
     assert dep["work_pool_name"] == POOL
     assert [s["schedule"]["cron"] for s in dep["schedules"]] == [CRON]
     assert dep["parameters"]["root"] == str(stack[0])
