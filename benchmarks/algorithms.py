@@ -19,49 +19,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import yaml
-from harness import run_arm
+from harness import preset_params, run_jobs
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PRESETS = ["raft", "grpo", "dr-grpo", "dapo", "nft", "seed-grpo", "dpo"]
-
-
-def arm_params(base: dict[str, Any], args: argparse.Namespace, preset: str, seed: int,
-               scratch: Path) -> dict[str, Any]:
-    from cotflow.presets import apply_preset
-
-    raw = yaml.safe_load(yaml.safe_dump(base, sort_keys=False))  # a deep copy
-    raw["seed"] = seed
-    raw["tracking"]["enabled"] = False
-    if args.threads:
-        raw["threads"] = args.threads
-    raw["data"].update(n_test=args.n_test)
-    raw["allocate"].update(prompts_per_iteration=args.prompts, n=args.n)
-    raw["evaluate"].update(n_samples=1, pass_k=[1])  # greedy accuracy is what is compared
-    if args.warmstart_steps is not None:
-        raw["warmstart"]["steps"] = args.warmstart_steps
-    for assignment in args.set:
-        dotted, _, value = assignment.partition("=")
-        *sections, key = dotted.split(".")
-        target = raw
-        for section in sections:
-            target = target[section]
-        target[key] = yaml.safe_load(value)
-    path = scratch / f"params-{preset}-{seed}.yaml"
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    apply_preset(path, [preset] * args.iterations)
-    return yaml.safe_load(path.read_text())
-
-
-def _timed_arm(root: Path, params: dict[str, Any],
-               base_from: Path | None) -> tuple[list[tuple[int, float]], float]:
-    t0 = time.perf_counter()
-    curve = run_arm(root, params, base_from)
-    print(f"done {root.parent.name} {root.name}: "
-          + ", ".join(f"{s}:{100 * a:.1f}%" for s, a in curve), flush=True)
-    return curve, time.perf_counter() - t0
 
 
 def row(values: list[float]) -> str:
@@ -98,27 +61,11 @@ def main() -> int:
     curves: dict[str, list[list[tuple[int, float]]]] = {p: [] for p in args.presets}
     seconds: dict[str, float] = dict.fromkeys(args.presets, 0.0)
     t0 = time.perf_counter()
-    jobs: list[tuple[int, str]] = [(seed, preset) for seed in args.seeds
-                                   for preset in args.presets]
-    if args.jobs > 1:
-        if args.warm_start is None:
-            ap.error("--jobs needs --warm-start (arms then share nothing)")
-        from concurrent.futures import ProcessPoolExecutor
-
-        with ProcessPoolExecutor(args.jobs) as pool:
-            futures = {job: pool.submit(_timed_arm, top / f"seed-{job[0]}" / job[1],
-                                        arm_params(base, args, job[1], job[0], top),
-                                        args.warm_start) for job in jobs}
-            results = {job: f.result() for job, f in futures.items()}
-    else:
-        results, shared = {}, args.warm_start
-        for seed, preset in jobs:
-            root = top / f"seed-{seed}" / preset
-            results[(seed, preset)] = _timed_arm(root, arm_params(base, args, preset, seed, top),
-                                                 shared if shared else None)
-            shared = shared or root / "artifacts" / "base"
-            if args.warm_start is None and preset == args.presets[-1]:
-                shared = None  # each seed makes its own warm start
+    jobs = {(seed, preset): preset_params(base, args, preset, seed, top)
+            for seed in args.seeds for preset in args.presets}
+    if args.jobs > 1 and args.warm_start is None:
+        ap.error("--jobs needs --warm-start (arms then share nothing)")
+    results = run_jobs(top, jobs, args.jobs, args.warm_start)
     for (seed, preset), (curve, spent) in results.items():
         curves[preset].append(curve)
         seconds[preset] += spent

@@ -1,59 +1,50 @@
-"""Uniform RAFT against GVM-RAFT on the built-in task: held-out accuracy against samples.
+"""Uniform sampling against GVM's per-prompt budgets: held-out accuracy against samples.
 
-    python benchmarks/gvm_speedup.py [--seeds 0 1 2] [--iterations 5] [--arms uniform gvm]
-        [--prompts 512] [--n 4] [--probe-n 8] [--algorithm raft] [--base params.yaml] ...
+    python benchmarks/gvm_speedup.py [--seeds 0 1 2] [--iterations 3]
+        [--arms raft++ gvm-raft grpo gvm-grpo] [--prompts 512] [--n 8] [--probe-n 8]
+        [--jobs 2 --warm-start artifacts/base] [--set KEY=VALUE] ...
 
-Each arm runs the same stage functions that `dvc repro` runs (in this process, one workspace
-per arm and seed, MLflow off), with the same per-iteration sample budget N = n × prompts;
-arms of one seed share the warm start. Samples are counted cumulatively and include GVM's
-probe (reused probe samples cost nothing). Prints, per arm, mean ± sd over seeds of held-out
-accuracy at each iteration against mean cumulative samples, and the speedup of issue 4:
+Arms are the presets users run (cotflow/presets.py): `raft++` against `gvm-raft` (RAFT++
+with GVM budgets) and `grpo` against `gvm-grpo`; `gvm-raft-reuse` and `gvm-grpo-reuse` add
+`allocate.gvm.probe: reuse`. Every arm draws the same N = n × prompts samples per iteration
+(groups of 8 for GRPO, so prompts = N / 8), runs the same stage functions that `dvc repro`
+runs (one workspace per arm and seed, MLflow off) and starts from the same warm start per
+seed. Samples are counted cumulatively and include GVM's probe (reused probe samples cost
+nothing). Prints, per arm, mean ± sd over seeds of held-out accuracy at each iteration
+against mean cumulative samples; issue 4's speedup of each GVM arm over its uniform arm,
 
     speedup = samples uniform needs to reach its final accuracy
               / samples the GVM arm needs to reach that accuracy
 
-(first crossing, linearly interpolated between iterations; per seed and on the mean curves).
-A GVM arm that never reaches it gets "not reached" and a bound (< total uniform / total GVM).
-Arms: uniform, gvm (fresh probe), gvm-reuse (`probe: reuse`).
+(first crossing, linearly interpolated between iterations; per seed and on the mean curves;
+a GVM arm that never reaches it gets "not reached" and the bound total uniform / total GVM);
+and, per task difficulty, what the probe measured (p_i, G_i) and where the budget went.
 """
 
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
 import sys
 import tempfile
 import time
+from collections import defaultdict
 from pathlib import Path
-from typing import Any
 
 import yaml
-from harness import mean_curve, run_arm, samples_to_reach
+from harness import mean_curve, preset_params, run_jobs, samples_to_reach
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def arm_params(base: dict[str, Any], args: argparse.Namespace, arm: str,
-               seed: int) -> dict[str, Any]:
-    raw = yaml.safe_load(yaml.safe_dump(base))  # a deep copy
-    raw["seed"] = seed
-    if args.threads:
-        raw["threads"] = args.threads
-    raw["tracking"]["enabled"] = False
-    for key, value in (("n_train", args.n_train), ("n_test", args.n_test)):
-        if value:
-            raw["data"][key] = value
-    if args.warmstart_steps is not None:
-        raw["warmstart"]["steps"] = args.warmstart_steps
-    a = raw["allocate"]
-    a.update(prompts_per_iteration=args.prompts, n=args.n,
-             method="uniform" if arm == "uniform" else "gvm")
-    a["gvm"].update(probe_n=args.probe_n, probe="reuse" if arm == "gvm-reuse" else "sample")
-    raw["iterations"] = {f"{i:03d}": {"algorithm": args.algorithm,
-                                      "prev": "base" if i == 1 else f"iter-{i - 1:03d}"}
-                         for i in range(1, args.iterations + 1)}
-    return raw
+REUSE = ("allocate.gvm.probe=reuse",)
+# arm -> (preset, extra settings, the uniform arm it is compared with)
+ARMS: dict[str, tuple[str, tuple[str, ...], str | None]] = {
+    "raft++": ("raft++", (), None),
+    "gvm-raft": ("gvm-raft", (), "raft++"),
+    "gvm-raft-reuse": ("gvm-raft", REUSE, "raft++"),
+    "grpo": ("grpo", (), None),
+    "gvm-grpo": ("gvm-grpo", (), "grpo"),
+    "gvm-grpo-reuse": ("gvm-grpo", REUSE, "grpo"),
+}
 
 
 def speedup(uniform: list[tuple[float, float]], other: list[tuple[float, float]]) -> str:
@@ -67,64 +58,106 @@ def speedup(uniform: list[tuple[float, float]], other: list[tuple[float, float]]
     return f"{need_u / need_o:.2f}x"
 
 
+def budget_by_difficulty(runs: list[Path]) -> list[str]:
+    """Per difficulty, over every GVM iteration of `runs`: prompts, mean p_i and G_i, the
+    share given no samples, and the mean n_i (the uniform arm gives each prompt n)."""
+    import pyarrow.parquet as pq
+
+    rows: dict[int, list[dict[str, float]]] = defaultdict(list)
+    for run in runs:
+        train = pq.read_table(run / "artifacts/base/train.parquet",
+                              columns=["id", "difficulty"]).to_pylist()
+        difficulty = {r["id"]: r["difficulty"] for r in train}
+        for path in sorted(run.glob("artifacts/iter-*/budget.parquet")):
+            for r in pq.read_table(path).to_pylist():
+                rows[difficulty[r["prompt_id"]]].append(r)
+    out = [f"{'difficulty':>10}{'prompts':>9}{'mean p':>8}{'mean G':>8}{'n = 0':>7}"
+           f"{'mean n':>8}{'share of N':>11}"]
+    total = sum(r["n"] for group in rows.values() for r in group) or 1
+    for d in sorted(rows):
+        group = rows[d]
+        out.append(f"{d:>10}{len(group):>9}{statistics.mean(r['p'] for r in group):>8.2f}"
+                   f"{statistics.mean(r['G'] for r in group):>8.1f}"
+                   f"{sum(r['n'] == 0 for r in group) / len(group):>7.0%}"
+                   f"{statistics.mean(r['n'] for r in group):>8.2f}"
+                   f"{sum(r['n'] for r in group) / total:>11.0%}")
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--base", type=Path, default=ROOT / "params.yaml",
                     help="params to start from (data, model, warm start, train, evaluate)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--arms", nargs="+", default=["uniform", "gvm"],
-                    choices=["uniform", "gvm", "gvm-reuse"])
-    ap.add_argument("--iterations", type=int, default=5)
-    ap.add_argument("--prompts", type=int, default=512, help="prompts per iteration")
-    ap.add_argument("--n", type=int, default=4, help="uniform samples per prompt (N = n·prompts)")
+    ap.add_argument("--arms", nargs="+", default=["raft++", "gvm-raft", "grpo", "gvm-grpo"],
+                    choices=list(ARMS))
+    ap.add_argument("--iterations", type=int, default=3)
+    ap.add_argument("--prompts", type=int, default=512, help="prompts per iteration (× n)")
+    ap.add_argument("--n", type=int, default=8, help="samples per prompt (N = n·prompts)")
     ap.add_argument("--probe-n", type=int, default=8, help="GVM's N'")
-    ap.add_argument("--algorithm", default="raft", choices=["raft", "raft++"])
-    ap.add_argument("--n-train", type=int, default=None)
-    ap.add_argument("--n-test", type=int, default=None)
+    ap.add_argument("--n-test", type=int, default=400)
     ap.add_argument("--warmstart-steps", type=int, default=None)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a params.yaml setting for every arm, e.g. train.epochs=1")
+    ap.add_argument("--jobs", type=int, default=1, help="arms run in parallel processes")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (params.yaml's)")
     ap.add_argument("--workspace", type=Path, default=None, help="keep the runs here")
     ap.add_argument("--warm-start", type=Path, default=None,
                     help="an artifacts/base folder made with these params to start every seed "
                          "from (seeds then vary the RL phase only)")
-    ap.add_argument("--threads", type=int, default=None, help="torch threads (params.yaml's)")
     args = ap.parse_args()
-    if "uniform" not in args.arms:
-        ap.error("--arms must include uniform (the speedup's reference)")
+    missing = {ARMS[a][2] for a in args.arms} - set(args.arms) - {None}
+    if missing:
+        ap.error(f"--arms needs the uniform arms its GVM arms are compared with: "
+                 f"{', '.join(sorted(missing))}")
+    if args.jobs > 1 and args.warm_start is None:
+        ap.error("--jobs needs --warm-start (arms then share nothing)")
     from cotflow.env import apply_defaults
 
     base = yaml.safe_load(args.base.read_text())
     top = args.workspace or Path(tempfile.mkdtemp(prefix="cotflow-gvm-"))
+    top.mkdir(parents=True, exist_ok=True)
     apply_defaults(top)
-    curves: dict[str, list[list[tuple[int, float]]]] = {arm: [] for arm in args.arms}
+    probe = (f"allocate.gvm.probe_n={args.probe_n}",)
+    jobs = {(seed, arm): preset_params(base, args, ARMS[arm][0], seed, top, arm,
+                                       probe + ARMS[arm][1])
+            for seed in args.seeds for arm in args.arms}
     t0 = time.perf_counter()
-    for seed in args.seeds:
-        shared: Path | None = args.warm_start
-        for arm in args.arms:
-            root = top / f"seed-{seed}" / arm
-            curves[arm].append(run_arm(root, arm_params(base, args, arm, seed), shared))
-            shared = shared or root / "artifacts" / "base"
-            print(f"seed {seed} {arm}: " + ", ".join(
-                f"{s}:{100 * a:.1f}%" for s, a in curves[arm][-1]), flush=True)
+    results = run_jobs(top, jobs, args.jobs, args.warm_start)
+    curves: dict[str, list[list[tuple[int, float]]]] = defaultdict(list)
+    seconds: dict[str, float] = defaultdict(float)
+    for (seed, arm), (curve, spent) in results.items():
+        curves[arm].append(curve)
+        seconds[arm] += spent
+        print(f"seed {seed} {arm}: " + ", ".join(f"{s}:{100 * a:.1f}%" for s, a in curve))
 
     print(f"\n{len(args.seeds)} seeds, {args.iterations} iterations, N = {args.n} × "
-          f"{args.prompts} = {args.n * args.prompts} samples per iteration, N' = {args.probe_n}, "
-          f"algorithm {args.algorithm}; {time.perf_counter() - t0:.0f} s")
-    print(f"{'arm':<11}{'iter':>5}{'cum. samples':>14}{'accuracy % (mean ± sd)':>26}")
+          f"{args.prompts} = {args.n * args.prompts} samples per iteration, N' = "
+          f"{args.probe_n}; held-out greedy accuracy on {args.n_test} problems; "
+          f"{time.perf_counter() - t0:.0f} s in all")
+    print(f"{'arm':<15}{'iter':>5}{'cum. samples':>14}   accuracy %: mean ± sd [min, max]")
     for arm in args.arms:
         for i in range(args.iterations + 1):
             samples = statistics.mean(c[i][0] for c in curves[arm])
             accs = [100 * c[i][1] for c in curves[arm]]
             sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
-            print(f"{arm:<11}{i:>5}{samples:>14.0f}{statistics.mean(accs):>18.1f} ± {sd:.1f}")
+            print(f"{arm:<15}{i:>5}{samples:>14.0f}   {statistics.mean(accs):6.1f} ± {sd:4.1f} "
+                  f"[{min(accs):5.1f}, {max(accs):5.1f}]")
+        print(f"{'':<34}({seconds[arm] / len(args.seeds):.0f} s per seed)")
     for arm in args.arms:
-        if arm == "uniform":
+        reference = ARMS[arm][2]
+        if reference is None:
             continue
-        per_seed = [speedup(u, o) for u, o in zip(curves["uniform"], curves[arm], strict=True)]
-        print(f"speedup {arm} over uniform: mean curves "
-              f"{speedup(mean_curve(curves['uniform']), mean_curve(curves[arm]))}; "
+        per_seed = [speedup(u, o) for u, o in zip(curves[reference], curves[arm], strict=True)]
+        print(f"speedup of {arm} over {reference}: mean curves "
+              f"{speedup(mean_curve(curves[reference]), mean_curve(curves[arm]))}; "
               f"per seed {', '.join(per_seed)}")
-    if args.workspace is None:
-        shutil.rmtree(top, ignore_errors=True)
+    for arm in args.arms:
+        if ARMS[arm][2] is not None:
+            print(f"\n{arm}: the probe and the budget by difficulty (all seeds and iterations)")
+            print("\n".join(budget_by_difficulty([top / f"seed-{s}" / arm
+                                                  for s in args.seeds])))
+    print(f"\nruns kept in {top}")
     return 0
 
 

@@ -8,8 +8,11 @@ probe (reused probe samples cost nothing).
 
 from __future__ import annotations
 
+import argparse
 import shutil
 import statistics
+import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +26,6 @@ def run_arm(root: Path, params: dict[str, Any], base_from: Path | None,
     """(cumulative samples, held-out accuracy) at the warm start and after each iteration.
     `base_from`: a warm start to copy instead of running prepare. `timings` accumulates
     seconds per stage."""
-    import time
-
     from cotflow.records import read_json
     from tasks.common import run_stage
 
@@ -63,3 +64,65 @@ def samples_to_reach(curve: list[tuple[float, float]], target: float) -> float |
 def mean_curve(curves: list[list[tuple[int, float]]]) -> list[tuple[float, float]]:
     return [(statistics.mean(c[i][0] for c in curves), statistics.mean(c[i][1] for c in curves))
             for i in range(len(curves[0]))]
+
+
+def preset_params(base: dict[str, Any], args: argparse.Namespace, preset: str, seed: int,
+                  scratch: Path, name: str | None = None,
+                  extra: tuple[str, ...] = ()) -> dict[str, Any]:
+    """`base` with the benchmark's settings, `args.set` then `extra` (KEY=VALUE, dotted),
+    and `args.iterations` iterations of `preset` (cotflow/presets.py). Reads args.threads,
+    n_test, prompts, n, warmstart_steps, set and iterations."""
+    from cotflow.presets import apply_preset
+
+    raw = yaml.safe_load(yaml.safe_dump(base, sort_keys=False))  # a deep copy
+    raw["seed"] = seed
+    raw["tracking"]["enabled"] = False
+    if args.threads:
+        raw["threads"] = args.threads
+    raw["data"].update(n_test=args.n_test)
+    raw["allocate"].update(prompts_per_iteration=args.prompts, n=args.n)
+    raw["evaluate"].update(n_samples=1, pass_k=[1])  # greedy accuracy is what is compared
+    if args.warmstart_steps is not None:
+        raw["warmstart"]["steps"] = args.warmstart_steps
+    for assignment in [*args.set, *extra]:
+        dotted, _, value = assignment.partition("=")
+        *sections, key = dotted.split(".")
+        target = raw
+        for section in sections:
+            target = target[section]
+        target[key] = yaml.safe_load(value)
+    path = scratch / f"params-{name or preset}-{seed}.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    apply_preset(path, [preset] * args.iterations)
+    return yaml.safe_load(path.read_text())
+
+
+def _timed_arm(root: Path, params: dict[str, Any],
+               base_from: Path | None) -> tuple[list[tuple[int, float]], float]:
+    t0 = time.perf_counter()
+    curve = run_arm(root, params, base_from)
+    print(f"done {root.parent.name} {root.name}: "
+          + ", ".join(f"{s}:{100 * a:.1f}%" for s, a in curve), flush=True)
+    return curve, time.perf_counter() - t0
+
+
+def run_jobs(top: Path, jobs: dict[tuple[int, str], dict[str, Any]], processes: int,
+             warm_start: Path | None) -> dict[tuple[int, str], tuple[list[tuple[int, float]],
+                                                                  float]]:
+    """Run each (seed, arm)'s params in top/seed-S/ARM: (curve, seconds) per job. In
+    parallel processes only from a shared `warm_start`; without one, the first arm of each
+    seed runs prepare and the seed's other arms copy its warm start."""
+    if processes > 1:
+        if warm_start is None:
+            raise ValueError("parallel arms need a shared warm start (--warm-start)")
+        with ProcessPoolExecutor(processes) as pool:
+            futures = {job: pool.submit(_timed_arm, top / f"seed-{job[0]}" / job[1], params,
+                                        warm_start) for job, params in jobs.items()}
+            return {job: f.result() for job, f in futures.items()}
+    results: dict[tuple[int, str], tuple[list[tuple[int, float]], float]] = {}
+    made: dict[int, Path] = {}
+    for (seed, arm), params in jobs.items():
+        root = top / f"seed-{seed}" / arm
+        results[(seed, arm)] = _timed_arm(root, params, warm_start or made.get(seed))
+        made.setdefault(seed, root / "artifacts" / "base")
+    return results

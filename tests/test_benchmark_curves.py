@@ -1,0 +1,67 @@
+"""The benchmarks' arithmetic (samples to reach a target, speedup, mean curves) on
+hand-computed numbers, and the GVM benchmark's arms as valid, equal-budget params."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from gvm_speedup import ARMS, speedup  # noqa: E402
+from harness import mean_curve, preset_params, samples_to_reach  # noqa: E402
+
+from cotflow.config import load_params  # noqa: E402
+
+UNIFORM = [(0, 0.70), (100, 0.72), (200, 0.76)]
+
+
+def test_samples_to_reach_interpolates_the_first_crossing() -> None:
+    # 0.74 lies halfway between 0.72 (at 100) and 0.76 (at 200)
+    assert samples_to_reach(UNIFORM, 0.74) == pytest.approx(150.0)
+    assert samples_to_reach(UNIFORM, 0.76) == pytest.approx(200.0)
+    assert samples_to_reach(UNIFORM, 0.70) == 0
+    assert samples_to_reach(UNIFORM, 0.77) is None
+    # a dip does not count as reaching: the first crossing after it does
+    assert samples_to_reach([(0, 0.70), (10, 0.60), (20, 0.80)], 0.75) == pytest.approx(17.5)
+
+
+def test_speedup_is_uniform_samples_over_gvm_samples_to_uniforms_final_accuracy() -> None:
+    # GVM reaches 0.76 at 100 + 100 · (0.76 − 0.74) / (0.78 − 0.74) = 150; uniform at 200
+    assert speedup(UNIFORM, [(0, 0.70), (100, 0.74), (200, 0.78)]) == "1.33x"
+    assert speedup(UNIFORM, [(0, 0.70), (200, 0.72), (400, 0.74)]) == "not reached (< 0.50x)"
+    assert speedup([(0, 0.70), (100, 0.68)], [(0, 0.70), (200, 0.75)]) == \
+        "reached at the warm start"
+
+
+def test_mean_curve_averages_samples_and_accuracy_per_iteration() -> None:
+    curve = mean_curve([[(0, 0.70), (100, 0.80)], [(0, 0.70), (300, 0.60)]])
+    assert curve == [(0, pytest.approx(0.70)), (200, pytest.approx(0.70))]
+
+
+def test_gvm_arms_are_valid_params_with_one_budget(tmp_path: Path) -> None:
+    args = argparse.Namespace(threads=1, n_test=40, prompts=64, n=8, warmstart_steps=None,
+                              set=["train.epochs=1"], iterations=2)
+    base = yaml.safe_load((ROOT / "params.yaml").read_text())
+    budgets = set()
+    for arm, (preset, extra, reference) in ARMS.items():
+        raw = preset_params(base, args, preset, 0, tmp_path, arm,
+                            ("allocate.gvm.probe_n=4", *extra))
+        path = tmp_path / f"{arm}.yaml"
+        path.write_text(yaml.safe_dump(raw, sort_keys=False))
+        cfg = load_params(path)
+        assert list(cfg.iterations) == ["001", "002"]
+        for key in cfg.iterations:
+            it = cfg.for_iteration(key)
+            budgets.add(it.allocate.budget)
+            assert it.allocate.method == ("uniform" if reference is None else "gvm"), arm
+            assert it.allocate.gvm.probe == ("reuse" if arm.endswith("-reuse") else "sample")
+            assert it.allocate.gvm.probe_n == 4
+            assert it.train.epochs == 1
+        assert reference is None or reference in ARMS
+    assert budgets == {64 * 8}
