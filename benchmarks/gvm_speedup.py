@@ -16,6 +16,10 @@ against mean cumulative samples; issue 4's speedup of each GVM arm over its unif
     speedup = samples uniform needs to reach its final accuracy
               / samples the GVM arm needs to reach that accuracy
 
+With `--pool K` every arm draws its prompts from the first K training prompts only (a copy of
+the warm start with a K-row train.parquet), so prompts recur across iterations and the
+`-reuse` arms have previous samples to reuse (with K = prompts, all of them after iteration 1).
+
 (first crossing, linearly interpolated between iterations; per seed and on the mean curves;
 a GVM arm that never reaches it gets "not reached" and the bound total uniform / total GVM);
 and, per task difficulty, what the probe measured (p_i, G_i) and where the budget went.
@@ -24,6 +28,7 @@ and, per task difficulty, what the probe measured (p_i, G_i) and where the budge
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import sys
 import tempfile
@@ -84,6 +89,23 @@ def budget_by_difficulty(runs: list[Path]) -> list[str]:
     return out
 
 
+def pooled_warm_start(warm_start: Path, pool: int, top: Path) -> Path:
+    """A copy of `warm_start` whose train.parquet keeps its first `pool` prompts."""
+    import pyarrow.parquet as pq
+
+    out = top / f"warm-start-pool-{pool}"
+    if not out.exists():
+        tmp = top / f".warm-start-pool-{pool}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(warm_start, tmp)
+        train = pq.read_table(warm_start / "train.parquet")
+        if train.num_rows < pool:
+            raise SystemExit(f"--pool {pool}: the warm start has {train.num_rows} prompts")
+        pq.write_table(train.slice(0, pool), tmp / "train.parquet")
+        tmp.rename(out)
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--base", type=Path, default=ROOT / "params.yaml",
@@ -99,6 +121,8 @@ def main() -> int:
     ap.add_argument("--warmstart-steps", type=int, default=None)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="a params.yaml setting for every arm, e.g. train.epochs=1")
+    ap.add_argument("--pool", type=int, default=None,
+                    help="draw prompts from the first POOL training prompts (needs --warm-start)")
     ap.add_argument("--jobs", type=int, default=1, help="arms run in parallel processes")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (params.yaml's)")
     ap.add_argument("--workspace", type=Path, default=None, help="keep the runs here")
@@ -112,15 +136,22 @@ def main() -> int:
                  f"{', '.join(sorted(missing))}")
     if args.jobs > 1 and args.warm_start is None:
         ap.error("--jobs needs --warm-start (arms then share nothing)")
+    if args.pool and args.warm_start is None:
+        ap.error("--pool needs --warm-start")
     from cotflow.env import apply_defaults
 
     base = yaml.safe_load(args.base.read_text())
     top = args.workspace or Path(tempfile.mkdtemp(prefix="cotflow-gvm-"))
     top.mkdir(parents=True, exist_ok=True)
     apply_defaults(top)
-    probe = (f"allocate.gvm.probe_n={args.probe_n}",)
+    common: tuple[str, ...] = (f"allocate.gvm.probe_n={args.probe_n}",)
+    pool = ""
+    if args.pool:
+        args.warm_start = pooled_warm_start(args.warm_start, args.pool, top)
+        common += (f"data.n_train={args.pool}",)
+        pool = f"; prompts from a pool of {args.pool}"
     jobs = {(seed, arm): preset_params(base, args, ARMS[arm][0], seed, top, arm,
-                                       probe + ARMS[arm][1])
+                                       common + ARMS[arm][1])
             for seed in args.seeds for arm in args.arms}
     t0 = time.perf_counter()
     results = run_jobs(top, jobs, args.jobs, args.warm_start)
@@ -133,7 +164,7 @@ def main() -> int:
 
     print(f"\n{len(args.seeds)} seeds, {args.iterations} iterations, N = {args.n} × "
           f"{args.prompts} = {args.n * args.prompts} samples per iteration, N' = "
-          f"{args.probe_n}; held-out greedy accuracy on {args.n_test} problems; "
+          f"{args.probe_n}{pool}; held-out greedy accuracy on {args.n_test} problems; "
           f"{time.perf_counter() - t0:.0f} s in all")
     print(f"{'arm':<15}{'iter':>5}{'cum. samples':>14}   accuracy %: mean ± sd [min, max]")
     for arm in args.arms:
