@@ -12,33 +12,24 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, ValidationError, field_validator, model_validator
 
-PosInt = Annotated[int, Field(gt=0)]
-NonNegInt = Annotated[int, Field(ge=0)]
-PosFloat = Annotated[float, Field(gt=0)]
-NonNegFloat = Annotated[float, Field(ge=0)]
-Prob = Annotated[float, Field(gt=0, le=1)]
+from cotflow.algorithm_config import Algorithm
+from cotflow.config_types import (
+    ConfigError,
+    NonNegFloat,
+    NonNegInt,
+    PosFloat,
+    PosInt,
+    Prob,
+    Section,
+)
+from cotflow.scale_config import DeepSpeedConfig, ServingConfig, StoreConfig
 
 ITERATION_KEY = re.compile(r"^\d{3}$")
 
 
-class ConfigError(ValueError):
-    """params.yaml is malformed; the message names the key."""
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-
-class ColumnsConfig(_Section):
+class ColumnsConfig(Section):
     question: str
     answer: str
     solution: str | None
@@ -46,7 +37,7 @@ class ColumnsConfig(_Section):
     difficulty: str | None
 
 
-class DataConfig(_Section):
+class DataConfig(Section):
     source: str  # "builtin", a local .jsonl/.json/.parquet path, or a Hub dataset id
     n_train: PosInt
     n_test: PosInt
@@ -65,7 +56,7 @@ class DataConfig(_Section):
         return v
 
 
-class ModelConfig(_Section):
+class ModelConfig(Section):
     name_or_path: str  # "tiny" builds the from-scratch model; else a Hub id or local path
     hidden_size: PosInt
     intermediate_size: PosInt
@@ -74,7 +65,7 @@ class ModelConfig(_Section):
     max_position_embeddings: PosInt
 
 
-class WarmstartConfig(_Section):
+class WarmstartConfig(Section):
     steps: NonNegInt
     batch_size: PosInt
     lr: PosFloat
@@ -84,7 +75,7 @@ class WarmstartConfig(_Section):
     checkpoint_every: NonNegInt  # optimizer steps between resume checkpoints; 0: none
 
 
-class GvmConfig(_Section):
+class GvmConfig(Section):
     """GVM budgets (specs/algorithms-a.md §1): probe, estimate p_i and G_i, allocate n_i."""
 
     probe: Literal["sample", "reuse"]  # reuse: the previous iteration's samples where it has some
@@ -100,7 +91,7 @@ class GvmConfig(_Section):
     grad_batch_size: PosInt
 
 
-class AllocateConfig(_Section):
+class AllocateConfig(Section):
     method: Literal["uniform", "gvm"]
     prompts_per_iteration: PosInt
     n: PosInt
@@ -124,7 +115,7 @@ class AllocateConfig(_Section):
         return self
 
 
-class SampleConfig(_Section):
+class SampleConfig(Section):
     backend: Literal["hf", "openai", "vllm"]
     temperature: PosFloat
     top_p: Prob
@@ -135,14 +126,14 @@ class SampleConfig(_Section):
     dynamic_sampling_rounds: NonNegInt
 
 
-class VerifyConfig(_Section):
+class VerifyConfig(Section):
     timeout_s: PosFloat
     workers: NonNegInt
     memory_mb: Annotated[int, Field(ge=128)]
     check_steps: bool  # reward 0 for a right answer reached through a wrong arithmetic step
 
 
-class TrainConfig(_Section):
+class TrainConfig(Section):
     backend: Literal["torch", "deepspeed"]
     lr: PosFloat
     warmup_steps: NonNegInt
@@ -155,7 +146,7 @@ class TrainConfig(_Section):
     checkpoint_every: NonNegInt  # optimizer steps between resume checkpoints; 0: none
 
 
-class EvaluateConfig(_Section):
+class EvaluateConfig(Section):
     max_new_tokens: PosInt
     batch_size: PosInt
     n_samples: PosInt
@@ -169,152 +160,13 @@ class EvaluateConfig(_Section):
         return self
 
 
-class TrackingConfig(_Section):
+class TrackingConfig(Section):
     enabled: bool
     uri: str | None  # None: sqlite store in the workspace (mlflow.db)
     experiment: str
 
 
-LAUNCH_FIELDS = ("python", "model", "host", "port", "tensor_parallel_size",
-                 "data_parallel_size", "gpu_memory_utilization", "seed")
-
-
-class LaunchConfig(_Section):
-    """The server that `sample.backend: vllm` starts on each stage's policy checkpoint."""
-
-    command: str  # argv template; {model} {host} {port} {seed} {python} and the fields below
-    tensor_parallel_size: PosInt
-    data_parallel_size: PosInt
-    gpu_memory_utilization: Prob
-    startup_timeout_s: PosFloat
-
-    @field_validator("command")
-    @classmethod
-    def _known_fields(cls, v: str) -> str:
-        import shlex
-        import string
-
-        try:
-            words = shlex.split(v)
-        except ValueError as err:
-            raise ValueError(f"cannot split {v!r}: {err}") from None
-        if not words:
-            raise ValueError("is empty")
-        for word in words:
-            for _, field, _, _ in string.Formatter().parse(word):
-                if field is not None and field not in LAUNCH_FIELDS:
-                    raise ValueError(f"unknown placeholder {{{field}}} "
-                                     f"(have {', '.join(LAUNCH_FIELDS)})")
-        return v
-
-
-class ServingConfig(_Section):
-    """Where the openai and vllm backends sample. Operational (which server, how hard to push
-    it), so no DVC stage tracks it, like `tracking`."""
-
-    url: str | None  # openai: base URL of a running server, e.g. http://gpu-1:8000/v1
-    model: str | None  # openai: model name to request; None: the stage's policy path
-    extra_body: dict[str, Any]  # merged into every request (server-specific fields)
-    concurrency: PosInt
-    timeout_s: PosFloat
-    max_retries: NonNegInt
-    launch: LaunchConfig
-
-
-class DeepSpeedConfig(_Section):
-    """`train.backend: deepspeed`. train.micro_batch_size stays the global micro-batch,
-    split evenly over the ranks, so the other train knobs mean what they mean for torch."""
-
-    zero_stage: Annotated[int, Field(ge=0, le=3)]
-    offload_optimizer: bool  # optimizer state and step on CPU (DeepSpeedCPUAdam)
-    bf16: bool  # bf16 weights and activations (GPUs); false: fp32
-    launcher: Literal["torchrun", "deepspeed"]
-    num_gpus: PosInt  # ranks per node (on CPU: processes talking gloo)
-    num_nodes: PosInt
-    hostfile: str | None  # deepspeed launcher, several nodes: "host slots=N" per line
-    master_addr: str
-    master_port: Annotated[int, Field(ge=1024, le=65535)]
-
-
-class StoreConfig(_Section):
-    """Shared artifact store. Operational: no stage tracks it."""
-
-    dvc_remote: str | None  # a DVC remote URL (s3://, gs://, ssh://, a folder); pushed to by
-    #                         `cotflow run` after each iteration. None: artifacts stay local.
-
-
-ClipEps = Annotated[float, Field(gt=0, lt=1)]
-
-
-class RaftAlgorithm(_Section):
-    """RAFT: SFT on accepted samples (specs/algorithms-b.md §5.2)."""
-
-    kind: Literal["raft"]
-
-
-class RaftPlusPlusAlgorithm(_Section):
-    """RAFT++: the clipped surrogate with A = 1[correct] against the stage-start policy."""
-
-    kind: Literal["raft++"]
-    clip_eps: ClipEps
-
-
-class SemanticEntropyConfig(_Section):
-    """SEED-GRPO's advantage scaling (specs/algorithms-a.md §2.2)."""
-
-    alpha: NonNegFloat
-    estimator: Literal["rao", "mc"]
-    weighting: Literal["frequency", "seq_prob", "mean_token_prob"]
-    f: Literal["reciprocal", "linear"]
-
-
-class GrpoAlgorithm(_Section):
-    """The GRPO family: GRPO, Dr.GRPO, DAPO, SEED-GRPO are settings of this one objective."""
-
-    kind: Literal["grpo"]
-    advantage_std: Literal["sample", "population", "none"]
-    std_eps: NonNegFloat
-    loss_agg: Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum",
-                      "seq-mean-token-sum-norm"]
-    loss_constant: PosFloat | None  # L_const of seq-mean-token-sum-norm; null: max_new_tokens
-    eps_low: ClipEps
-    eps_high: PosFloat
-    dual_clip: Annotated[float, Field(gt=1)] | None
-    kl_coef: NonNegFloat
-    reference: Literal["prev", "base"]  # the KL reference policy
-    reward_incorrect: float  # a correct sample earns 1; DAPO gives -1 to the rest
-    overlong_cache: NonNegInt  # DAPO soft overlong penalty window in tokens; 0: off
-    drop_uniform_groups: bool  # drop groups whose rewards are all equal (DAPO, NFT)
-    semantic_entropy: SemanticEntropyConfig | None
-
-
-class NftAlgorithm(_Section):
-    """NFT: negative-aware fine-tuning (specs/algorithms-a.md §4.2)."""
-
-    kind: Literal["nft"]
-    normalize: Literal[0, 1, 2]  # prompt weight: 1, 1 - r, sqrt((1 - r) / r)
-    neg_weight: float
-    clamp_positive: NonNegFloat
-    clamp_negative: NonNegFloat
-    ratio_cap: PosFloat  # log-ratio cap before exp
-    normalizer: PosFloat  # the reference sums token losses and divides by 1000
-
-
-class DpoAlgorithm(_Section):
-    """DPO on pairs built from verified rollouts (specs/algorithms-b.md §1.6)."""
-
-    kind: Literal["dpo"]
-    beta: PosFloat
-    max_pairs_per_prompt: PosInt
-
-
-Algorithm = Annotated[
-    RaftAlgorithm | RaftPlusPlusAlgorithm | GrpoAlgorithm | NftAlgorithm | DpoAlgorithm,
-    Field(discriminator="kind"),
-]
-
-
-class IterationConfig(_Section):
+class IterationConfig(Section):
     """One pipeline iteration: its algorithm (a key of `algorithms`), the folder it starts
     from, and section overrides."""
 
@@ -323,7 +175,7 @@ class IterationConfig(_Section):
     overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 
-class PipelineConfig(_Section):
+class PipelineConfig(Section):
     seed: NonNegInt
     threads: PosInt
     data: DataConfig

@@ -157,7 +157,7 @@ class ManagedServer:
 
 
 def launch_values(launch: Any, *, model: Path, host: str, port: int, seed: int) -> dict[str, Any]:
-    """Placeholder values for `serving.launch.command` (config.LAUNCH_FIELDS)."""
+    """Placeholder values for `serving.launch.command` (scale_config.LAUNCH_FIELDS)."""
     return {"python": sys.executable, "model": str(model), "host": host, "port": port,
             "seed": seed, "tensor_parallel_size": launch.tensor_parallel_size,
             "data_parallel_size": launch.data_parallel_size,

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from cotflow.config import DpoAlgorithm, PipelineConfig
+from cotflow.algorithm_config import DpoAlgorithm
+from cotflow.config import PipelineConfig
 from cotflow.layout import IterationLayout, Layout
 from cotflow.records import read_table, write_table
 

@@ -17,13 +17,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from cotflow.config import (
+from cotflow.algorithm_config import (
     DpoAlgorithm,
     GrpoAlgorithm,
     NftAlgorithm,
-    PipelineConfig,
     RaftPlusPlusAlgorithm,
 )
+from cotflow.config import PipelineConfig
 from cotflow.layout import IterationLayout, Layout
 from cotflow.records import read_table
 from tasks import rollouts as ro
