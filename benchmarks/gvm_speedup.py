@@ -2,7 +2,8 @@
 
     python benchmarks/gvm_speedup.py [--seeds 0 1 2] [--iterations 3]
         [--arms raft++ gvm-raft grpo gvm-grpo] [--prompts 512] [--n 8] [--probe-n 8]
-        [--jobs 2 --warm-start artifacts/base] [--set KEY=VALUE] ...
+        [--jobs 2 --warm-start artifacts/base] [--set KEY=VALUE] [--pool K] ...
+    python benchmarks/gvm_speedup.py --report --workspace DIR [--seeds ...] [--arms ...]
 
 Arms are the presets users run (cotflow/presets.py): `raft++` against `gvm-raft` (RAFT++
 with GVM budgets) and `grpo` against `gvm-grpo`; `gvm-raft-reuse` and `gvm-grpo-reuse` add
@@ -10,19 +11,23 @@ with GVM budgets) and `grpo` against `gvm-grpo`; `gvm-raft-reuse` and `gvm-grpo-
 (groups of 8 for GRPO, so prompts = N / 8), runs the same stage functions that `dvc repro`
 runs (one workspace per arm and seed, MLflow off) and starts from the same warm start per
 seed. Samples are counted cumulatively and include GVM's probe (reused probe samples cost
-nothing). Prints, per arm, mean ± sd over seeds of held-out accuracy at each iteration
-against mean cumulative samples; issue 4's speedup of each GVM arm over its uniform arm,
+nothing).
+
+Prints, per arm, mean ± sd over seeds of held-out accuracy at each iteration against mean
+cumulative samples; then issue 4's speedup of each GVM arm over its uniform arm,
 
     speedup = samples uniform needs to reach its final accuracy
               / samples the GVM arm needs to reach that accuracy
 
+(first crossing, linearly interpolated between iterations; per seed and on the mean curves;
+a GVM arm that never reaches it gets "not reached" and the bound total uniform / total GVM),
+and the same in iterations (the paper's steps, which leave the probe uncounted); last, per
+task difficulty, what the probe measured (p_i, G_i) and where the budget went.
+
 With `--pool K` every arm draws its prompts from the first K training prompts only (a copy of
 the warm start with a K-row train.parquet), so prompts recur across iterations and the
 `-reuse` arms have previous samples to reuse (with K = prompts, all of them after iteration 1).
-
-(first crossing, linearly interpolated between iterations; per seed and on the mean curves;
-a GVM arm that never reaches it gets "not reached" and the bound total uniform / total GVM);
-and, per task difficulty, what the probe measured (p_i, G_i) and where the budget went.
+`--report` runs nothing and prints the figures of the runs kept in `--workspace`.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import yaml
-from harness import mean_curve, preset_params, run_jobs, samples_to_reach
+from harness import curve_of, mean_curve, preset_params, run_jobs, samples_to_reach
 
 ROOT = Path(__file__).resolve().parents[1]
 REUSE = ("allocate.gvm.probe=reuse",)
@@ -61,6 +66,11 @@ def speedup(uniform: list[tuple[float, float]], other: list[tuple[float, float]]
     if not need_o:
         return "reached at the warm start"
     return f"{need_u / need_o:.2f}x"
+
+
+def by_iteration(curve: list[tuple[int, float]]) -> list[tuple[int, float]]:
+    """The curve against iterations: the paper's steps, which leave the probe uncounted."""
+    return [(i, accuracy) for i, (_, accuracy) in enumerate(curve)]
 
 
 def budget_by_difficulty(runs: list[Path]) -> list[str]:
@@ -126,6 +136,8 @@ def main() -> int:
     ap.add_argument("--jobs", type=int, default=1, help="arms run in parallel processes")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (params.yaml's)")
     ap.add_argument("--workspace", type=Path, default=None, help="keep the runs here")
+    ap.add_argument("--report", action="store_true",
+                    help="run nothing: print the figures of the runs kept in --workspace")
     ap.add_argument("--warm-start", type=Path, default=None,
                     help="an artifacts/base folder made with these params to start every seed "
                          "from (seeds then vary the RL phase only)")
@@ -138,6 +150,8 @@ def main() -> int:
         ap.error("--jobs needs --warm-start (arms then share nothing)")
     if args.pool and args.warm_start is None:
         ap.error("--pool needs --warm-start")
+    if args.report and args.workspace is None:
+        ap.error("--report needs --workspace")
     from cotflow.env import apply_defaults
 
     base = yaml.safe_load(args.base.read_text())
@@ -150,11 +164,15 @@ def main() -> int:
         args.warm_start = pooled_warm_start(args.warm_start, args.pool, top)
         common += (f"data.n_train={args.pool}",)
         pool = f"; prompts from a pool of {args.pool}"
-    jobs = {(seed, arm): preset_params(base, args, ARMS[arm][0], seed, top, arm,
-                                       common + ARMS[arm][1])
-            for seed in args.seeds for arm in args.arms}
     t0 = time.perf_counter()
-    results = run_jobs(top, jobs, args.jobs, args.warm_start)
+    if args.report:
+        results = {(seed, arm): (curve_of(top / f"seed-{seed}" / arm), 0.0)
+                   for seed in args.seeds for arm in args.arms}
+    else:
+        jobs = {(seed, arm): preset_params(base, args, ARMS[arm][0], seed, top, arm,
+                                           common + ARMS[arm][1])
+                for seed in args.seeds for arm in args.arms}
+        results = run_jobs(top, jobs, args.jobs, args.warm_start)
     curves: dict[str, list[list[tuple[int, float]]]] = defaultdict(list)
     seconds: dict[str, float] = defaultdict(float)
     for (seed, arm), (curve, spent) in results.items():
@@ -164,8 +182,8 @@ def main() -> int:
 
     print(f"\n{len(args.seeds)} seeds, {args.iterations} iterations, N = {args.n} × "
           f"{args.prompts} = {args.n * args.prompts} samples per iteration, N' = "
-          f"{args.probe_n}{pool}; held-out greedy accuracy on {args.n_test} problems; "
-          f"{time.perf_counter() - t0:.0f} s in all")
+          f"{args.probe_n}{pool}; held-out greedy accuracy on {args.n_test} problems"
+          + ("" if args.report else f"; {time.perf_counter() - t0:.0f} s in all"))
     print(f"{'arm':<15}{'iter':>5}{'cum. samples':>14}   accuracy %: mean ± sd [min, max]")
     for arm in args.arms:
         for i in range(args.iterations + 1):
@@ -174,15 +192,17 @@ def main() -> int:
             sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
             print(f"{arm:<15}{i:>5}{samples:>14.0f}   {statistics.mean(accs):6.1f} ± {sd:4.1f} "
                   f"[{min(accs):5.1f}, {max(accs):5.1f}]")
-        print(f"{'':<34}({seconds[arm] / len(args.seeds):.0f} s per seed)")
+        if seconds[arm]:
+            print(f"{'':<34}({seconds[arm] / len(args.seeds):.0f} s per seed)")
     for arm in args.arms:
         reference = ARMS[arm][2]
         if reference is None:
             continue
-        per_seed = [speedup(u, o) for u, o in zip(curves[reference], curves[arm], strict=True)]
-        print(f"speedup of {arm} over {reference}: mean curves "
-              f"{speedup(mean_curve(curves[reference]), mean_curve(curves[arm]))}; "
-              f"per seed {', '.join(per_seed)}")
+        for unit, x in (("samples", lambda c: c), ("iterations", by_iteration)):
+            ref, gvm = [x(c) for c in curves[reference]], [x(c) for c in curves[arm]]
+            per_seed = [speedup(u, o) for u, o in zip(ref, gvm, strict=True)]
+            print(f"speedup of {arm} over {reference} in {unit}: mean curves "
+                  f"{speedup(mean_curve(ref), mean_curve(gvm))}; per seed {', '.join(per_seed)}")
     for arm in args.arms:
         if ARMS[arm][2] is not None:
             print(f"\n{arm}: the probe and the budget by difficulty (all seeds and iterations)")

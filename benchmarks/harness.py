@@ -23,10 +23,8 @@ STAGES = ("allocate", "sample", "verify", "critique", "judge", "train", "evaluat
 
 def run_arm(root: Path, params: dict[str, Any], base_from: Path | None,
             timings: dict[str, float] | None = None) -> list[tuple[int, float]]:
-    """(cumulative samples, held-out accuracy) at the warm start and after each iteration.
-    `base_from`: a warm start to copy instead of running prepare. `timings` accumulates
-    seconds per stage."""
-    from cotflow.records import read_json
+    """Run the warm start (or copy `base_from`) and every iteration of `params` in `root`;
+    return `curve_of(root)`. `timings` accumulates seconds per stage."""
     from tasks.common import run_stage
 
     root.mkdir(parents=True, exist_ok=True)
@@ -35,19 +33,28 @@ def run_arm(root: Path, params: dict[str, Any], base_from: Path | None,
         run_stage("prepare", None, root, root / "params.yaml")
     else:
         shutil.copytree(base_from, root / "artifacts" / "base")
-    curve = [(0, read_json(root / "artifacts/base/metrics.json")["accuracy"])]
-    spent = 0
     for key in params["iterations"]:
         for stage in STAGES:
             t0 = time.perf_counter()
-            stats = run_stage(stage, key, root, root / "params.yaml")
+            run_stage(stage, key, root, root / "params.yaml")
             if timings is not None:
                 timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - t0
-            if stage == "allocate":
-                spent += stats.get("probe_samples", 0)
-            elif stage == "sample":
-                spent += stats["completions"]
-        curve.append((spent, read_json(root / f"artifacts/iter-{key}/metrics.json")["accuracy"]))
+    return curve_of(root)
+
+
+def curve_of(root: Path) -> list[tuple[int, float]]:
+    """(cumulative samples, held-out accuracy) at the warm start and after each iteration of
+    the run in `root`, from its stats: samples drawn by sample and by allocate's probe."""
+    from cotflow.records import read_json
+
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    curve = [(0, read_json(root / "artifacts/base/metrics.json")["accuracy"])]
+    spent = 0
+    for key in params["iterations"]:
+        folder = root / f"artifacts/iter-{key}"
+        spent += read_json(folder / "stats/allocate.json").get("probe_samples", 0)
+        spent += read_json(folder / "stats/sample.json")["completions"]
+        curve.append((spent, read_json(folder / "metrics.json")["accuracy"]))
     return curve
 
 

@@ -13,7 +13,7 @@ from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from gvm_speedup import ARMS, speedup  # noqa: E402
+from gvm_speedup import ARMS, by_iteration, speedup  # noqa: E402
 from harness import mean_curve, preset_params, samples_to_reach  # noqa: E402
 
 from cotflow.config import load_params  # noqa: E402
@@ -37,6 +37,15 @@ def test_speedup_is_uniform_samples_over_gvm_samples_to_uniforms_final_accuracy(
     assert speedup(UNIFORM, [(0, 0.70), (200, 0.72), (400, 0.74)]) == "not reached (< 0.50x)"
     assert speedup([(0, 0.70), (100, 0.68)], [(0, 0.70), (200, 0.75)]) == \
         "reached at the warm start"
+
+
+def test_speedup_in_iterations_leaves_the_probe_uncounted() -> None:
+    # GVM spends twice the samples per iteration (its probe) and reaches uniform's final
+    # accuracy in 1.5 iterations where uniform takes 2: 1.33x in iterations, 0.67x in samples
+    gvm = [(0, 0.70), (200, 0.74), (400, 0.78)]
+    assert by_iteration(gvm) == [(0, 0.70), (1, 0.74), (2, 0.78)]
+    assert speedup(by_iteration(UNIFORM), by_iteration(gvm)) == "1.33x"
+    assert speedup(UNIFORM, gvm) == "0.67x"
 
 
 def test_mean_curve_averages_samples_and_accuracy_per_iteration() -> None:
