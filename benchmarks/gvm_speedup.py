@@ -74,8 +74,9 @@ def by_iteration(curve: list[tuple[int, float]]) -> list[tuple[int, float]]:
 
 
 def budget_by_difficulty(runs: list[Path]) -> list[str]:
-    """Per difficulty, over every GVM iteration of `runs`: prompts, mean p_i and G_i, the
-    share given no samples, and the mean n_i (the uniform arm gives each prompt n)."""
+    """Per difficulty, over every GVM iteration of `runs`: prompts, mean p_i, the shares never
+    and always solved in the probe, mean G_i, the share given no samples, the mean n_i (the
+    uniform arm gives each prompt n) and the share of the budget."""
     import pyarrow.parquet as pq
 
     rows: dict[int, list[dict[str, float]]] = defaultdict(list)
@@ -86,14 +87,16 @@ def budget_by_difficulty(runs: list[Path]) -> list[str]:
         for path in sorted(run.glob("artifacts/iter-*/budget.parquet")):
             for r in pq.read_table(path).to_pylist():
                 rows[difficulty[r["prompt_id"]]].append(r)
-    out = [f"{'difficulty':>10}{'prompts':>9}{'mean p':>8}{'mean G':>8}{'n = 0':>7}"
-           f"{'mean n':>8}{'share of N':>11}"]
+    out = [f"{'difficulty':>10}{'prompts':>9}{'mean p':>8}{'p = 0':>7}{'p = 1':>7}{'mean G':>8}"
+           f"{'n = 0':>7}{'mean n':>8}{'share of N':>11}"]
     total = sum(r["n"] for group in rows.values() for r in group) or 1
     for d in sorted(rows):
         group = rows[d]
+        shares = [sum(test(r) for r in group) / len(group)
+                  for test in (lambda r: r["p"] == 0, lambda r: r["p"] == 1, lambda r: r["n"] == 0)]
         out.append(f"{d:>10}{len(group):>9}{statistics.mean(r['p'] for r in group):>8.2f}"
-                   f"{statistics.mean(r['G'] for r in group):>8.1f}"
-                   f"{sum(r['n'] == 0 for r in group) / len(group):>7.0%}"
+                   f"{shares[0]:>7.0%}{shares[1]:>7.0%}"
+                   f"{statistics.mean(r['G'] for r in group):>8.1f}{shares[2]:>7.0%}"
                    f"{statistics.mean(r['n'] for r in group):>8.2f}"
                    f"{sum(r['n'] for r in group) / total:>11.0%}")
     return out
