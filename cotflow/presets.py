@@ -2,9 +2,9 @@
 `iterations:` block of params.yaml; `cotflow preset grpo grpo dpo` mixes types in order.
 
 A preset names an entry of params.yaml `algorithms` and the per-iteration overrides it needs.
-Group methods sample G = 8 completions per prompt and keep the sample budget of params.yaml
-(allocate.prompts_per_iteration × allocate.n), so presets compare at equal cost; they also set
-train.lr (POLICY_GRADIENT_LR, below).
+All but `raft` sample G = 8 completions per prompt (groups, for the group methods) and keep the
+sample budget of params.yaml (allocate.prompts_per_iteration × allocate.n), so presets compare
+at equal cost; they also set train.lr (POLICY_GRADIENT_LR, below).
 """
 
 from __future__ import annotations
@@ -22,12 +22,17 @@ GROUP_SIZE = 8
 # Policy-gradient and preference steps move the tiny model further per step than RAFT's SFT
 # on accepted samples: from the 70.5 % warm start, one GRPO iteration (512 prompts × 8) went
 # to 74.2 % at lr 1e-5 and 74.0 % at 3e-5, Dr.GRPO to 74.2 % and 68.0 %; at RAFT's 1e-4
-# both fell by 10 to 35 points (benchmarks/algorithms.py). So these presets set train.lr.
+# both fell by 10 to 35 points (benchmarks/algorithms.py). RAFT++ at 512 prompts × 8: 69.0 ±
+# 0.8 % after 3 iterations at 1e-4 on deduplicated accepted samples, below the warm start;
+# 77.0 ± 1.3 % at 1e-5 on every accepted sample (benchmarks/gvm_speedup.py, 3 seeds). So these
+# presets set train.lr.
 POLICY_GRADIENT_LR = 1.0e-5
-# preset -> (algorithms entry, needs groups, extra overrides)
+# preset -> (algorithms entry, G = 8 per prompt and POLICY_GRADIENT_LR, extra overrides)
 PRESETS: dict[str, tuple[str, bool, dict[str, dict[str, Any]]]] = {
     "raft": ("raft", False, {}),
-    "raft++": ("raft++", False, {}),
+    # RAFT++ as the GVM paper's baseline: 8 samples per prompt, trained on every accepted
+    # sample (duplicates too: GVM's extra samples of a prompt are the point).
+    "raft++": ("raft++", True, {"train": {"dedup": False}}),
     "grpo": ("grpo", True, {}),
     "dr-grpo": ("dr-grpo", True, {}),
     "dapo": ("dapo", True, {"sample": {"dynamic_sampling_rounds": 2}}),
@@ -36,7 +41,7 @@ PRESETS: dict[str, tuple[str, bool, dict[str, dict[str, Any]]]] = {
     "dpo": ("dpo", True, {}),
     # GVM (specs/algorithms-a.md §1): the same budget, spent per prompt where it lowers the
     # gradient's variance most, after a probe of allocate.gvm.probe_n samples per prompt.
-    "gvm-raft": ("raft++", False, {"allocate": {"method": "gvm"}}),
+    "gvm-raft": ("raft++", True, {"allocate": {"method": "gvm"}, "train": {"dedup": False}}),
     "gvm-grpo": ("grpo", True, {"allocate": {"method": "gvm"}}),
 }
 
@@ -57,7 +62,7 @@ def iterations_for(cfg: PipelineConfig, names: list[str]) -> dict[str, dict[str,
                                   f"group of {GROUP_SIZE}")
             overrides["allocate"] = {**overrides.get("allocate", {}),
                                      "prompts_per_iteration": prompts, "n": GROUP_SIZE}
-            overrides["train"] = {"lr": POLICY_GRADIENT_LR}
+            overrides["train"] = {**overrides.get("train", {}), "lr": POLICY_GRADIENT_LR}
         entry: dict[str, Any] = {"algorithm": algorithm,
                                  "prev": "base" if i == 0 else f"iter-{i:03d}"}
         if overrides:

@@ -145,7 +145,7 @@ def test_overrides_change_one_algorithm_setting(tmp_path):
     assert cfg.for_iteration("002").sample.dynamic_sampling_rounds == 1
 
 
-@pytest.mark.parametrize(("preset", "algorithm", "n"), [("gvm-raft", "raft++", 2),
+@pytest.mark.parametrize(("preset", "algorithm", "n"), [("gvm-raft", "raft++", 8),
                                                        ("gvm-grpo", "grpo", 8)])
 def test_gvm_presets(tmp_path, preset, algorithm, n):
     import shutil
@@ -161,5 +161,7 @@ def test_gvm_presets(tmp_path, preset, algorithm, n):
         assert it.allocate.method == "gvm" and it.allocate.gvm.probe_n == 8
         assert it.algorithm(key).kind == algorithm and it.allocate.n == n
         assert it.allocate.budget == cfg.allocate.n * cfg.allocate.prompts_per_iteration
+        assert it.train.lr == 1.0e-5
+        assert it.train.dedup is (algorithm != "raft++")
     with pytest.raises(ConfigError, match="unknown"):
         apply_preset(params, ["nope"])
