@@ -21,9 +21,8 @@ import time
 from pathlib import Path
 
 import yaml
-from harness import preset_params, run_jobs
+from harness import add_arm_arguments, preset_params, run_jobs
 
-ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PRESETS = ["raft", "grpo", "dr-grpo", "dapo", "nft", "seed-grpo", "dpo"]
 
 
@@ -35,22 +34,8 @@ def row(values: list[float]) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--base", type=Path, default=ROOT / "params.yaml")
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    add_arm_arguments(ap, prompts=1024, n=2)
     ap.add_argument("--presets", nargs="+", default=DEFAULT_PRESETS)
-    ap.add_argument("--iterations", type=int, default=3)
-    ap.add_argument("--prompts", type=int, default=1024, help="prompts per iteration (× n)")
-    ap.add_argument("--n", type=int, default=2, help="samples per prompt for raft")
-    ap.add_argument("--n-test", type=int, default=400)
-    ap.add_argument("--warmstart-steps", type=int, default=None)
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="a params.yaml setting for every arm, e.g. train.lr=3e-5")
-    ap.add_argument("--jobs", type=int, default=1, help="arms run in parallel processes")
-    ap.add_argument("--threads", type=int, default=None, help="torch threads (params.yaml's)")
-    ap.add_argument("--workspace", type=Path, default=None, help="keep the runs here")
-    ap.add_argument("--warm-start", type=Path, default=None,
-                    help="an artifacts/base folder made with these params to start every seed "
-                         "from (seeds then vary the RL phase only)")
     args = ap.parse_args()
     from cotflow.env import apply_defaults
 

@@ -42,9 +42,15 @@ from collections import defaultdict
 from pathlib import Path
 
 import yaml
-from harness import curve_of, mean_curve, preset_params, run_jobs, samples_to_reach
+from harness import (
+    add_arm_arguments,
+    curve_of,
+    mean_curve,
+    preset_params,
+    run_jobs,
+    samples_to_reach,
+)
 
-ROOT = Path(__file__).resolve().parents[1]
 REUSE = ("allocate.gvm.probe=reuse",)
 # arm -> (preset, extra settings, the uniform arm it is compared with)
 ARMS: dict[str, tuple[str, tuple[str, ...], str | None]] = {
@@ -121,29 +127,14 @@ def pooled_warm_start(warm_start: Path, pool: int, top: Path) -> Path:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--base", type=Path, default=ROOT / "params.yaml",
-                    help="params to start from (data, model, warm start, train, evaluate)")
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    add_arm_arguments(ap, prompts=512, n=8)
     ap.add_argument("--arms", nargs="+", default=["raft++", "gvm-raft", "grpo", "gvm-grpo"],
                     choices=list(ARMS))
-    ap.add_argument("--iterations", type=int, default=3)
-    ap.add_argument("--prompts", type=int, default=512, help="prompts per iteration (× n)")
-    ap.add_argument("--n", type=int, default=8, help="samples per prompt (N = n·prompts)")
     ap.add_argument("--probe-n", type=int, default=8, help="GVM's N'")
-    ap.add_argument("--n-test", type=int, default=400)
-    ap.add_argument("--warmstart-steps", type=int, default=None)
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="a params.yaml setting for every arm, e.g. train.epochs=1")
     ap.add_argument("--pool", type=int, default=None,
                     help="draw prompts from the first POOL training prompts (needs --warm-start)")
-    ap.add_argument("--jobs", type=int, default=1, help="arms run in parallel processes")
-    ap.add_argument("--threads", type=int, default=None, help="torch threads (params.yaml's)")
-    ap.add_argument("--workspace", type=Path, default=None, help="keep the runs here")
     ap.add_argument("--report", action="store_true",
                     help="run nothing: print the figures of the runs kept in --workspace")
-    ap.add_argument("--warm-start", type=Path, default=None,
-                    help="an artifacts/base folder made with these params to start every seed "
-                         "from (seeds then vary the RL phase only)")
     args = ap.parse_args()
     missing = {ARMS[a][2] for a in args.arms} - set(args.arms) - {None}
     if missing:

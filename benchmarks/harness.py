@@ -73,6 +73,30 @@ def mean_curve(curves: list[list[tuple[int, float]]]) -> list[tuple[float, float
             for i in range(len(curves[0]))]
 
 
+def add_arm_arguments(ap: argparse.ArgumentParser, *, prompts: int, n: int) -> None:
+    """The flags `preset_params` and `run_jobs` read, shared by the preset benchmarks."""
+    root = Path(__file__).resolve().parents[1]
+    ap.add_argument("--base", type=Path, default=root / "params.yaml",
+                    help="params to start from (data, model, warm start, train, evaluate)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--iterations", type=int, default=3)
+    ap.add_argument("--prompts", type=int, default=prompts, help="prompts per iteration (× n)")
+    ap.add_argument("--n", type=int, default=n,
+                    help="samples per prompt (N = n·prompts; presets with groups of 8 draw "
+                         "N/8 prompts × 8)")
+    ap.add_argument("--n-test", type=int, default=400,
+                    help="held-out problems (a --warm-start brings its own test set)")
+    ap.add_argument("--warmstart-steps", type=int, default=None)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a params.yaml setting for every arm, e.g. train.epochs=1")
+    ap.add_argument("--jobs", type=int, default=1, help="arms run in parallel processes")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (params.yaml's)")
+    ap.add_argument("--workspace", type=Path, default=None, help="keep the runs here")
+    ap.add_argument("--warm-start", type=Path, default=None,
+                    help="an artifacts/base folder made with these params to start every seed "
+                         "from (seeds then vary the RL phase only)")
+
+
 def preset_params(base: dict[str, Any], args: argparse.Namespace, preset: str, seed: int,
                   scratch: Path, name: str | None = None,
                   extra: tuple[str, ...] = ()) -> dict[str, Any]:
