@@ -142,7 +142,7 @@ def main() -> int:
                  f"{', '.join(sorted(missing))}")
     if args.jobs > 1 and args.warm_start is None:
         ap.error("--jobs needs --warm-start (arms then share nothing)")
-    if args.pool and args.warm_start is None:
+    if args.pool and args.warm_start is None and not args.report:
         ap.error("--pool needs --warm-start")
     if args.report and args.workspace is None:
         ap.error("--report needs --workspace")
@@ -155,7 +155,8 @@ def main() -> int:
     common: tuple[str, ...] = (f"allocate.gvm.probe_n={args.probe_n}",)
     pool = ""
     if args.pool:
-        args.warm_start = pooled_warm_start(args.warm_start, args.pool, top)
+        if not args.report:
+            args.warm_start = pooled_warm_start(args.warm_start, args.pool, top)
         common += (f"data.n_train={args.pool}",)
         pool = f"; prompts from a pool of {args.pool}"
     t0 = time.perf_counter()

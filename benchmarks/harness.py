@@ -21,10 +21,10 @@ import yaml
 STAGES = ("allocate", "sample", "verify", "critique", "judge", "train", "evaluate")
 
 
-def run_arm(root: Path, params: dict[str, Any], base_from: Path | None,
-            timings: dict[str, float] | None = None) -> list[tuple[int, float]]:
+def run_arm(root: Path, params: dict[str, Any],
+            base_from: Path | None) -> list[tuple[int, float]]:
     """Run the warm start (or copy `base_from`) and every iteration of `params` in `root`;
-    return `curve_of(root)`. `timings` accumulates seconds per stage."""
+    return `curve_of(root)`."""
     from tasks.common import run_stage
 
     root.mkdir(parents=True, exist_ok=True)
@@ -35,10 +35,7 @@ def run_arm(root: Path, params: dict[str, Any], base_from: Path | None,
         shutil.copytree(base_from, root / "artifacts" / "base")
     for key in params["iterations"]:
         for stage in STAGES:
-            t0 = time.perf_counter()
             run_stage(stage, key, root, root / "params.yaml")
-            if timings is not None:
-                timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - t0
     return curve_of(root)
 
 
