@@ -65,11 +65,15 @@ class ModelConfig(Section):
     max_position_embeddings: PosInt
 
 
+Betas = Annotated[list[Annotated[float, Field(ge=0, lt=1)]], Field(min_length=2, max_length=2)]
+
+
 class WarmstartConfig(Section):
     steps: NonNegInt
     batch_size: PosInt
     lr: PosFloat
     warmup_steps: NonNegInt
+    betas: Betas  # AdamW (beta1, beta2)
     weight_decay: NonNegFloat
     max_grad_norm: PosFloat
     checkpoint_every: NonNegInt  # optimizer steps between resume checkpoints; 0: none
@@ -134,13 +138,18 @@ class VerifyConfig(Section):
 
 
 class TrainConfig(Section):
+    """The regime (models/steps.py): `epochs` passes over the iteration's rollout batch,
+    one optimizer step per `mini_batch_size` examples (DPO: pairs), `micro_batch_size`
+    per forward pass and rank (gradient accumulation inside the step)."""
+
     backend: Literal["torch", "deepspeed"]
     lr: PosFloat
     warmup_steps: NonNegInt
     epochs: PosInt
+    mini_batch_size: PosInt
     micro_batch_size: PosInt
-    grad_accum_steps: PosInt
     max_grad_norm: PosFloat
+    betas: Betas  # AdamW (beta1, beta2)
     weight_decay: NonNegFloat
     dedup: bool
     checkpoint_every: NonNegInt  # optimizer steps between resume checkpoints; 0: none
@@ -236,19 +245,10 @@ class PipelineConfig(Section):
     @model_validator(mode="after")
     def _ranks_fit(self) -> PipelineConfig:
         if self.train.backend == "deepspeed":
-            ranks = self.deepspeed.num_gpus * self.deepspeed.num_nodes
-            if self.train.micro_batch_size % ranks:
-                raise ValueError(f"train.micro_batch_size ({self.train.micro_batch_size}) must "
-                                 f"split evenly over deepspeed's {ranks} ranks")
             if self.deepspeed.num_nodes > 1 and not (
                     self.deepspeed.launcher == "deepspeed" and self.deepspeed.hostfile):
                 raise ValueError("deepspeed.num_nodes > 1 needs launcher deepspeed and a "
                                  "hostfile")
-            dpo = [k for k, a in self.algorithms.items() if a.kind == "dpo"
-                   and any(it.algorithm == k for it in self.iterations.values())]
-            if dpo:
-                raise ValueError(f"train.backend deepspeed trains policy-gradient iterations; "
-                                 f"{', '.join(dpo)} (dpo) needs train.backend torch")
         return self
 
     def validate_overrides(self) -> None:

@@ -4,11 +4,14 @@
 A preset names an entry of params.yaml `algorithms` and the per-iteration overrides it needs.
 All but `raft` sample G = 8 completions per prompt (groups, for the group methods) and keep the
 sample budget of params.yaml (allocate.prompts_per_iteration × allocate.n), so presets compare
-at equal cost; they also set train.lr (POLICY_GRADIENT_LR, below).
+at equal cost. Each also takes its paper's regime: one pass over the rollout batch in as many
+optimizer steps as the paper takes per rollout batch (PAPER_STEPS), and train.lr (LR, below).
+`raft` keeps params.yaml's regime, the default pipeline's measured one.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -19,31 +22,42 @@ import yaml
 from cotflow.config import ConfigError, PipelineConfig, load_params
 
 GROUP_SIZE = 8
-# Policy-gradient and preference steps move the tiny model further per step than RAFT's SFT
-# on accepted samples: from the 70.5 % warm start, one GRPO iteration (512 prompts × 8) went
-# to 74.2 % at lr 1e-5 and 74.0 % at 3e-5, Dr.GRPO to 74.2 % and 68.0 %; at RAFT's 1e-4
-# both fell by 10 to 35 points (benchmarks/algorithms.py). RAFT++ at 512 prompts × 8: 69.0 ±
-# 0.8 % after 3 iterations at 1e-4 on deduplicated accepted samples, below the warm start;
-# 77.0 ± 1.3 % at 1e-5 on every accepted sample (benchmarks/gvm_speedup.py, 3 seeds). So these
-# presets set train.lr.
-POLICY_GRADIENT_LR = 1.0e-5
-# preset -> (algorithms entry, G = 8 per prompt and POLICY_GRADIENT_LR, extra overrides)
+# Optimizer steps per rollout batch in the papers (specs/): Minimal-RL's RAFT++ and the GVM
+# paper's RAFT++ and GRPO baselines take 1024 prompts in mini-batches of 256 (4); oat's
+# Dr.GRPO, which SEED-GRPO keeps, one step (rollout batch = train batch, 1 epoch); DAPO
+# 512 × 16 samples in mini-batches of 512 (16); NFT 512 prompts in mini-batches of 32 (16).
+PAPER_STEPS = {"raft++": 4, "grpo": 4, "dr-grpo": 1, "seed-grpo": 1, "dapo": 16, "nft": 16}
+# VerIPO's DPO stage: a global batch of 32 pairs, one pass (specs/algorithms-b.md §4.2).
+DPO_PAIRS_PER_STEP = 32
+# Learning rates of the presets, measured on the built-in task (benchmarks/algorithms.py).
+LR: dict[str, float] = {
+    "raft++": 1.0e-4, "grpo": 1.0e-4, "dr-grpo": 1.0e-4, "seed-grpo": 1.0e-4, "dapo": 1.0e-4,
+    "nft": 1.0e-4, "dpo": 1.0e-5,
+}
+# preset -> (algorithms entry, G = 8 per prompt, extra overrides)
 PRESETS: dict[str, tuple[str, bool, dict[str, dict[str, Any]]]] = {
     "raft": ("raft", False, {}),
-    # RAFT++ as the GVM paper's baseline: 8 samples per prompt, trained on every accepted
-    # sample (duplicates too: GVM's extra samples of a prompt are the point).
-    "raft++": ("raft++", True, {"train": {"dedup": False}}),
+    # RAFT++ as the GVM paper's baseline: 8 samples per prompt, every rollout trained.
+    "raft++": ("raft++", True, {}),
     "grpo": ("grpo", True, {}),
     "dr-grpo": ("dr-grpo", True, {}),
     "dapo": ("dapo", True, {"sample": {"dynamic_sampling_rounds": 2}}),
     "seed-grpo": ("seed-grpo", True, {}),
-    "nft": ("nft", True, {}),
+    "nft": ("nft", True, {"train": {"weight_decay": 0.1}}),  # the NFT scripts' AdamW
     "dpo": ("dpo", True, {}),
     # GVM (specs/algorithms-a.md §1): the same budget, spent per prompt where it lowers the
     # gradient's variance most, after a probe of allocate.gvm.probe_n samples per prompt.
-    "gvm-raft": ("raft++", True, {"allocate": {"method": "gvm"}, "train": {"dedup": False}}),
+    "gvm-raft": ("raft++", True, {"allocate": {"method": "gvm"}}),
     "gvm-grpo": ("grpo", True, {"allocate": {"method": "gvm"}}),
 }
+
+
+def regime(algorithm: str, budget: int) -> dict[str, Any]:
+    """The train overrides that give `algorithm` its paper's steps per rollout batch."""
+    if algorithm == "dpo":
+        return {"epochs": 1, "mini_batch_size": DPO_PAIRS_PER_STEP, "lr": LR["dpo"]}
+    steps = PAPER_STEPS[algorithm]
+    return {"epochs": 1, "mini_batch_size": math.ceil(budget / steps), "lr": LR[algorithm]}
 
 
 def iterations_for(cfg: PipelineConfig, names: list[str]) -> dict[str, dict[str, Any]]:
@@ -62,7 +76,8 @@ def iterations_for(cfg: PipelineConfig, names: list[str]) -> dict[str, dict[str,
                                   f"group of {GROUP_SIZE}")
             overrides["allocate"] = {**overrides.get("allocate", {}),
                                      "prompts_per_iteration": prompts, "n": GROUP_SIZE}
-            overrides["train"] = {**overrides.get("train", {}), "lr": POLICY_GRADIENT_LR}
+            overrides["train"] = {**overrides.get("train", {}),
+                                  **regime(algorithm, prompts * GROUP_SIZE)}
         entry: dict[str, Any] = {"algorithm": algorithm,
                                  "prev": "base" if i == 0 else f"iter-{i:03d}"}
         if overrides:

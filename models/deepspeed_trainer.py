@@ -1,17 +1,17 @@
-"""`train.backend: deepspeed`: the policy-gradient iterations under DeepSpeed ZeRO 0-3.
+"""`train.backend: deepspeed`: any recipe's training plan under DeepSpeed ZeRO 0-3.
 
-The train stage calls `policy_epochs_deepspeed` with what it would give the torch trainer's
-`policy_epochs` (examples, objective, stage-start and reference log-probs). It writes them
-and the policy to a job folder (the objective with cloudpickle), starts the ranks through
+The train stage calls `train_policy_deepspeed` with what it would give the torch trainer's
+`train_policy` (examples, objective, units, stage-start and reference log-probs). It writes
+them and the policy to a job folder (the objective with cloudpickle), starts the ranks through
 torchrun or the deepspeed launcher (hostfile for several nodes; gloo on CPU, nccl on GPUs),
 and loads the trained weights back, so the stage saves a plain `save_pretrained`
 checkpoint either way. Each rank runs `python -m models.deepspeed_trainer JOB`.
 
-Same batches as the torch trainer: one seeded shuffle per epoch cut into global
-micro-batches of `micro_batch_size`, each split evenly over the ranks; DeepSpeed averages
-the ranks' gradients, accumulates `grad_accum_steps` of them and clips. A last accumulation
-that is short is dropped (DeepSpeed steps only on full ones), unlike the torch trainer,
-which rescales it; the stats count what was dropped.
+Same steps as the torch trainer (models/steps.py, cut over the ranks): every rank runs the
+same number of micro-batches per step. The objective's loss is already a share of the whole
+step's (it divides by the step's size over all ranks), so each rank's loss is scaled by
+ranks × accumulation before `engine.backward`, which divides by both: the step's gradient
+is the sum over micro-batches and ranks, as on one process.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
 import shlex
 import subprocess
 import sys
@@ -49,20 +48,20 @@ def launch_argv(ds: Any, job: Path) -> list[str]:
 
 
 def on_deepspeed(cfg: Any, layout: Any):
-    """`policy_epochs` with this config's DeepSpeed settings filled in."""
+    """`train_policy` with this config's DeepSpeed settings filled in."""
     from functools import partial
 
-    return partial(policy_epochs_deepspeed, ds=cfg.deepspeed, threads=cfg.threads,
+    return partial(train_policy_deepspeed, ds=cfg.deepspeed, threads=cfg.threads,
                    job_dir=layout.root / ".cache" / "deepspeed-job")
 
 
-def policy_epochs_deepspeed(model, tokenizer, examples: Sequence[Any], objective: Any, *,
-                            old: Sequence[Any] | None, ref: Sequence[Any] | None, ds: Any,
-                            threads: int, job_dir: Path, checkpoint: Any = None,
-                            **kwargs: Any) -> dict[str, float]:
-    """Train `model` in place on all ranks; `kwargs` are `policy_epochs`' own. Returns its
-    statistics, plus the per-step loss curve and what was dropped. `checkpoint` (resume
-    inside a stage) is the torch trainer's: here a failed stage reruns from its start."""
+def train_policy_deepspeed(model, pad_id: int, examples: Sequence[Any], objective: Any, *,
+                           units: Sequence[Sequence[int]] | None, old: Sequence[Any] | None,
+                           ref: Sequence[Any] | None, ds: Any, threads: int, job_dir: Path,
+                           checkpoint: Any = None, **kwargs: Any) -> dict[str, float]:
+    """Train `model` in place on all ranks; `kwargs` are `train_policy`'s own. Returns its
+    statistics, plus the per-step loss curve. `checkpoint` (resume inside a stage) is the
+    torch trainer's: here a failed stage reruns from its start."""
     try:
         import deepspeed  # noqa: F401
     except ImportError:
@@ -79,9 +78,9 @@ def policy_epochs_deepspeed(model, tokenizer, examples: Sequence[Any], objective
     shutil.rmtree(job_dir, ignore_errors=True)
     job_dir.mkdir(parents=True)
     model.save_pretrained(job_dir / "in")
-    tokenizer.save_pretrained(job_dir / "in")
-    job = {"examples": [asdict(ex) for ex in examples], "kwargs": kwargs, "threads": threads,
-           "ds": ds.model_dump()}
+    job = {"examples": [{**asdict(ex), "extras": dict(ex.extras)} for ex in examples],
+           "units": None if units is None else [list(u) for u in units], "pad_id": pad_id,
+           "kwargs": kwargs, "threads": threads, "ds": ds.model_dump()}
     (job_dir / "job.json").write_text(json.dumps(job))
     (job_dir / "objective.pkl").write_bytes(cloudpickle.dumps(objective))
     torch.save({"old": None if old is None else list(old),
@@ -112,7 +111,7 @@ def policy_epochs_deepspeed(model, tokenizer, examples: Sequence[Any], objective
 
 
 def ds_config(ds: dict[str, Any], *, per_rank: int, grad_accum_steps: int, max_grad_norm: float,
-              lr: float, weight_decay: float) -> dict[str, Any]:
+              lr: float, betas: Sequence[float], weight_decay: float) -> dict[str, Any]:
     zero: dict[str, Any] = {"stage": ds["zero_stage"]}
     cfg: dict[str, Any] = {"train_micro_batch_size_per_gpu": per_rank,
                            "gradient_accumulation_steps": grad_accum_steps,
@@ -123,7 +122,7 @@ def ds_config(ds: dict[str, Any], *, per_rank: int, grad_accum_steps: int, max_g
         zero["offload_optimizer"] = {"device": "cpu"}
         # DeepSpeed builds DeepSpeedCPUAdam from this; same AdamW as the torch trainer.
         cfg["optimizer"] = {"type": "AdamW", "params": {
-            "lr": lr, "betas": [0.9, 0.98], "weight_decay": weight_decay}}
+            "lr": lr, "betas": list(betas), "weight_decay": weight_decay}}
     return cfg
 
 
@@ -132,94 +131,95 @@ def _rank_main(job_dir: Path) -> None:
     import deepspeed
     import torch
     import torch.distributed as dist
+    from transformers import AutoModelForCausalLM
 
-    from models.policy import load_policy
+    from cotflow.recipes.base import Example
+    from models.steps import accumulation, plan_steps
     from models.torch_trainer import (
-        Example,
         collate,
         encode,
         make_optimizer,
         objective_loss,
+        step_size,
+        units_of,
         warmup_constant,
     )
 
     job = json.loads((job_dir / "job.json").read_text())
-    kw, ds = job["kwargs"], job["ds"]
+    kw, ds, pad_id = job["kwargs"], job["ds"], job["pad_id"]
     objective = cloudpickle.loads((job_dir / "objective.pkl").read_bytes())
     saved = torch.load(job_dir / "logprobs.pt")
     torch.set_num_threads(job["threads"])
     deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
-    seed = kw["seed"]
-    rng = random.Random(seed)
-    torch.manual_seed(seed)
-    model, tokenizer = load_policy(job_dir / "in", for_training=True)
-    examples = [Example(**e) for e in job["examples"]]
-    encoded = [encode(tokenizer, ex, kw["max_len"]) for ex in examples]
-    advantages = [ex.advantage for ex in examples]
-    correct = torch.tensor([ex.correct for ex in examples], dtype=torch.float32)
-    r_hat = torch.tensor([ex.r_hat for ex in examples], dtype=torch.float32)
-    mb, gas = kw["micro_batch_size"], kw["grad_accum_steps"]
-    config = ds_config(ds, per_rank=mb // world, grad_accum_steps=gas,
-                       max_grad_norm=kw["max_grad_norm"], lr=kw["lr"],
+    torch.manual_seed(kw["seed"])
+    model = AutoModelForCausalLM.from_pretrained(job_dir / "in", dtype=torch.float32)
+    examples = [Example(tuple(e["prompt_ids"]), tuple(e["completion_ids"]), e["advantage"],
+                        e["extras"]) for e in job["examples"]]
+    encoded = [encode(ex, kw["max_len"]) for ex in examples]
+    groups, unit_of = units_of(job["units"], len(examples))
+    sizes = dict(mini_batch_size=kw["mini_batch_size"], micro_batch_size=kw["micro_batch_size"])
+    plan = plan_steps(groups, epochs=kw["epochs"], seed=kw["seed"], ranks=world, **sizes)
+    gas = accumulation(len(groups), ranks=world, **sizes)
+    betas = kw["betas"]
+    config = ds_config(ds, per_rank=kw["micro_batch_size"], grad_accum_steps=gas,
+                       max_grad_norm=kw["max_grad_norm"], lr=kw["lr"], betas=betas,
                        weight_decay=kw["weight_decay"])
     optimizer = None if ds["offload_optimizer"] else make_optimizer(
-        model, lr=kw["lr"], weight_decay=kw["weight_decay"])
+        model, lr=kw["lr"], betas=betas, weight_decay=kw["weight_decay"])
     engine, optimizer, _, _ = deepspeed.initialize(model=model, optimizer=optimizer,
                                                    config=config)
     device = engine.device
     lr_at = warmup_constant(kw["lr"], kw["warmup_steps"])
 
-    # policy_epochs' batches; each rank keeps its slice of every global micro-batch.
-    global_batches = []
-    for _ in range(kw["epochs"]):
-        order = list(range(len(encoded)))
-        rng.shuffle(order)
-        global_batches += [order[s:s + mb] for s in range(0, len(order), mb)]
-    usable = [b for b in global_batches if len(b) >= world]
-    usable = usable[:len(usable) // gas * gas]
-    dropped = sum(map(len, global_batches)) - sum(map(len, usable))
-
-    def loss_of(batch) -> tuple[torch.Tensor, dict[str, float]]:
-        return objective_loss(engine, objective, batch, old=saved["old"], ref=saved["ref"],
-                              correct=correct, r_hat=r_hat)
-
     engine.train()
     sums: dict[str, float] = {}
     curve, grad_norms = [], []
-    tokens = steps = 0
+    tokens = micro = 0
     t0 = time.perf_counter()
-    for n, idx in enumerate(usable):
-        mine = idx[rank::world]
-        batch = collate([encoded[i] for i in mine], [advantages[i] for i in mine], mine,
-                        tokenizer.pad_token_id)
-        for name in ("input_ids", "attention_mask", "response_mask", "advantages"):
-            setattr(batch, name, getattr(batch, name).to(device))
+    for s, step in enumerate(plan):
+        size = step_size(encoded, [i for share in step for m in share for i in m], unit_of)
         for group in engine.optimizer.param_groups:
-            group["lr"] = lr_at(steps)
-        loss, extra = loss_of(batch)
-        engine.backward(loss)
-        engine.step()
-        for key, val in {"loss": loss.item(), **extra}.items():
-            sums[key] = sums.get(key, 0.0) + val
-        curve.append(loss.item())
-        tokens += int(batch.attention_mask.sum())
-        if (n + 1) % gas == 0:
-            steps += 1
-            norm = engine.get_global_grad_norm()
-            grad_norms.append(float(norm) if norm is not None else 0.0)
+            group["lr"] = lr_at(s)
+        step_loss = 0.0
+        for mine in step[rank]:
+            # A rank with no example in this slot still steps in time with the others: it
+            # runs one example of the step at weight 0.
+            empty = not mine
+            idx = mine or [step[0][0][0]]
+            batch = collate([encoded[i] for i in idx], idx, pad_id)
+            for name in ("input_ids", "attention_mask", "response_mask"):
+                setattr(batch, name, getattr(batch, name).to(device))
+            loss, extra = objective_loss(engine, objective, batch, size, examples,
+                                         old=saved["old"], ref=saved["ref"])
+            if empty:
+                loss = loss * 0.0
+            engine.backward(loss * (world * gas))  # engine divides by both
+            engine.step()
+            step_loss += loss.item()
+            if not empty:
+                micro += 1
+                tokens += int(batch.attention_mask.sum())
+                for key, val in extra.items():
+                    sums[key] = sums.get(key, 0.0) + val
+        curve.append(step_loss)
+        norm = engine.get_global_grad_norm()
+        grad_norms.append(float(norm) if norm is not None else 0.0)
     seconds = time.perf_counter() - t0
-    # Means over every rank's micro-batches, as one process would have seen them.
+    # Sums over ranks: the step loss is the sum of the ranks' shares; other metrics are
+    # means over every rank's micro-batches, as one process would have seen them.
     keys = sorted(sums)
-    packed = torch.tensor([*(sums[k] for k in keys), tokens, *curve], dtype=torch.float64)
+    packed = torch.tensor([*(sums[k] for k in keys), tokens, micro, *curve],
+                          dtype=torch.float64)
     dist.all_reduce(packed)
-    micro = max(len(usable), 1)
-    stats = {k: float(packed[i]) / world / micro for i, k in enumerate(keys)}
-    stats.update(grad_norm=sum(grad_norms) / max(len(grad_norms), 1), optimizer_steps=steps,
-                 micro_batches=len(usable),
+    n_micro = max(float(packed[len(keys) + 1]), 1.0)
+    losses = [float(v) for v in packed[len(keys) + 2:]]
+    stats = {k: float(packed[i]) / n_micro for i, k in enumerate(keys)}
+    stats.update(loss=sum(losses) / max(len(losses), 1),
+                 grad_norm=sum(grad_norms) / max(len(grad_norms), 1), optimizer_steps=len(plan),
+                 micro_batches=int(n_micro),
                  tokens_per_s=float(packed[len(keys)]) / seconds if seconds else 0.0,
-                 seconds=seconds, dropped_examples=dropped, ranks=world,
-                 loss_curve=[float(v) / world for v in packed[len(keys) + 1:]])
+                 seconds=seconds, ranks=world, loss_curve=losses)
     with deepspeed.zero.GatheredParameters(list(engine.module.parameters())):
         if rank == 0:
             engine.module.save_pretrained(job_dir / "out")

@@ -24,7 +24,8 @@ from collections.abc import Sequence
 
 import torch
 
-from models.torch_trainer import Example, batch_logprobs, collate, encode
+from cotflow.recipes.base import Example
+from models.torch_trainer import batch_logprobs, collate, encode
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ def _is_input_embedding(model, chosen: list[tuple[str, torch.nn.Parameter]]) -> 
     return len(chosen) == 1 and emb is not None and chosen[0][1] is emb.weight
 
 
-def sample_grad_norms(model, tokenizer, examples: Sequence[Example], *,
+def sample_grad_norms(model, pad_id: int, examples: Sequence[Example], *,
                       param_names: Sequence[str] = ("embed_tokens",), batch_size: int = 16,
                       max_len: int) -> list[float]:
     """‖∇_W (−Σ log π(response))‖₂ for each example, in order. The model is left unchanged
@@ -56,16 +57,15 @@ def sample_grad_norms(model, tokenizer, examples: Sequence[Example], *,
     was_training = model.training
     model.train(False)  # dropout off: the norm of the policy as it samples
     try:
-        encoded = [encode(tokenizer, ex, max_len) for ex in examples]
+        encoded = [encode(ex, max_len) for ex in examples]
         if _is_input_embedding(model, chosen):
             out: list[float] = []
             for s in range(0, len(encoded), batch_size):
                 idx = list(range(s, min(s + batch_size, len(encoded))))
-                batch = collate([encoded[i] for i in idx], [1.0] * len(idx), idx,
-                                tokenizer.pad_token_id)
+                batch = collate([encoded[i] for i in idx], idx, pad_id)
                 out.extend(_embedding_batch(model, batch))
             return out
-        return _one_by_one(model, encoded, [p for _, p in chosen], tokenizer.pad_token_id)
+        return _one_by_one(model, encoded, [p for _, p in chosen], pad_id)
     finally:
         model.zero_grad(set_to_none=True)
         model.train(was_training)
@@ -114,7 +114,7 @@ def _embedding_batch(model, batch) -> list[float]:
 def _one_by_one(model, encoded, params: list[torch.nn.Parameter], pad_id: int) -> list[float]:
     out = []
     for i, enc in enumerate(encoded):
-        batch = collate([enc], [1.0], [i], pad_id)
+        batch = collate([enc], [i], pad_id)
         with torch.enable_grad():
             loss = -(batch_logprobs(model, batch) * batch.response_mask).sum()
             grads = torch.autograd.grad(loss, params, allow_unused=True)

@@ -1,7 +1,10 @@
-"""Policy updates in plain torch: the SFT warm start, policy-gradient objectives, DPO.
+"""Policy updates in plain torch: the SFT warm start, and any recipe's training plan.
 
-Micro-batches with gradient accumulation, AdamW, gradient clipping. A fresh optimizer
-each iteration (the RAFT recipe); the policy is saved by the caller with save_pretrained.
+The trainer knows no algorithm. It cuts a plan's examples into optimizer steps and
+micro-batches (models/steps.py), runs the policy on exactly the token ids that were
+sampled, and hands the recipe's objective a `TokenBatch` with the step's size, so every
+aggregation is over the whole optimizer step however it is split. A fresh AdamW each
+iteration; the caller saves the policy with save_pretrained.
 """
 
 from __future__ import annotations
@@ -16,42 +19,45 @@ from dataclasses import dataclass
 
 import torch
 
-from cotflow.algorithms.dpo import dpo_loss, sequence_logprob
 from cotflow.algorithms.losses import raft_loss, token_logprobs
-from cotflow.algorithms.objectives import Objective, TokenBatch
+from cotflow.recipes.base import Example, Objective, StepSize, TokenBatch
 from models.checkpoint import Checkpointer
+from models.steps import plan_steps
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Example:
-    prompt: str
-    completion: str
-    advantage: float = 1.0
-    correct: float = 1.0  # NFT's label
-    r_hat: float = 1.0  # NFT: the prompt's clamped share of correct samples
+def text_example(tokenizer, prompt: str, completion: str, *, finished: bool = True) -> Example:
+    """An example from text (a worked solution): EOS appended only if it is `finished`."""
+    prompt_ids = tokenizer(prompt)["input_ids"]
+    completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
+    if finished:
+        completion_ids = [*completion_ids, tokenizer.eos_token_id]
+    return Example(tuple(prompt_ids), tuple(completion_ids))
 
 
 @dataclass
 class Batch:
     input_ids: torch.Tensor  # (B, L)
     attention_mask: torch.Tensor  # (B, L)
-    response_mask: torch.Tensor  # (B, L-1): 1 where the next token is a response token
-    advantages: torch.Tensor  # (B,)
+    response_mask: torch.Tensor  # (B, L-1): 1 where the next token is a completion token
+    prompt_lens: list[int]
     index: list[int]  # positions of these examples in the caller's list
 
 
-def encode(tokenizer, ex: Example, max_len: int) -> tuple[list[int], int]:
-    """Token ids of prompt + completion + <eos>, and the prompt's length (with <bos>)."""
-    prompt_ids = tokenizer(ex.prompt)["input_ids"]
-    completion_ids = tokenizer(ex.completion, add_special_tokens=False)["input_ids"]
-    ids = (prompt_ids + completion_ids + [tokenizer.eos_token_id])[:max_len]
-    return ids, len(prompt_ids)
+def encode(ex: Example, max_len: int) -> tuple[list[int], int]:
+    """The sampled ids, prompt then completion, cut to the context; and the prompt's length.
+    No EOS is added: a completion has one only if the model produced it."""
+    ids = [*ex.prompt_ids, *ex.completion_ids][:max_len]
+    return ids, len(ex.prompt_ids)
 
 
-def collate(encoded: Sequence[tuple[list[int], int]], advantages: Sequence[float],
-            index: list[int], pad_id: int) -> Batch:
+def response_tokens(encoded: tuple[list[int], int]) -> int:
+    ids, prompt_len = encoded
+    return max(len(ids) - prompt_len, 0)
+
+
+def collate(encoded: Sequence[tuple[list[int], int]], index: list[int], pad_id: int) -> Batch:
     """Right-pad a list of encoded examples into tensors."""
     width = max(len(ids) for ids, _ in encoded)
     input_ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)
@@ -61,8 +67,7 @@ def collate(encoded: Sequence[tuple[list[int], int]], advantages: Sequence[float
         input_ids[row, : len(ids)] = torch.tensor(ids)
         attention[row, : len(ids)] = 1
         response[row, prompt_len - 1 : len(ids) - 1] = 1.0
-    return Batch(input_ids, attention, response, torch.tensor(advantages, dtype=torch.float32),
-                 index)
+    return Batch(input_ids, attention, response, [p for _, p in encoded], index)
 
 
 def batch_logprobs(model, batch: Batch) -> torch.Tensor:
@@ -71,70 +76,73 @@ def batch_logprobs(model, batch: Batch) -> torch.Tensor:
     return token_logprobs(logits[:, :-1], batch.input_ids[:, 1:])
 
 
-def make_optimizer(model, *, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98),
+def make_optimizer(model, *, lr: float, betas: Sequence[float],
+                   weight_decay: float) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(model.parameters(), lr=lr, betas=(betas[0], betas[1]),
                              weight_decay=weight_decay)
 
 
+@dataclass
+class Step:
+    batches: list[Batch]  # this process's micro-batches of the step
+    size: StepSize  # the whole step's, over every micro-batch and rank
+
+
+LossFn = Callable[[Batch, StepSize], tuple[torch.Tensor, dict[str, float]]]
+
+
 def optimize(
-    model, optimizer: torch.optim.Optimizer, micro_batches: Iterator[Batch],
-    loss_fn: Callable[[Batch], tuple[torch.Tensor, dict[str, float]]], *,
-    grad_accum_steps: int, max_grad_norm: float,
-    lr_at: Callable[[int], float] | None = None,
+    model, optimizer: torch.optim.Optimizer, steps: Iterator[Step], loss_fn: LossFn, *,
+    max_grad_norm: float, lr_at: Callable[[int], float] | None = None,
     checkpoint: Checkpointer | None = None,
 ) -> dict[str, float]:
-    """Run optimizer steps over micro-batches; return mean loss and other statistics.
+    """One optimizer step per `Step`: the micro-batches' losses are shares of the step's
+    loss (the objective divides by the step's size), so their gradients are summed, not
+    averaged. Returns the mean step loss and the other statistics.
 
     With `checkpoint`, save a resume point every `checkpoint.every` optimizer steps and
-    start from the last one saved: `micro_batches` must then yield the same sequence on
-    every run (seeded), since the micro-batches already consumed are skipped.
+    start from the last one saved: `steps` must then be the same sequence on every run
+    (seeded), since the steps already taken are skipped.
     """
     model.train()
     sums: dict[str, float] = {}
-    steps = micro = tokens = 0
+    steps_done = micro = tokens = 0
     state = checkpoint.load() if checkpoint is not None else None
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
         random.setstate(state["python_rng"])
-        sums, steps, micro, tokens = (dict(state["sums"]), state["steps"], state["micro"],
-                                      state["tokens"])
-        micro_batches = itertools.islice(micro_batches, micro, None)
+        sums, steps_done, micro, tokens = (dict(state["sums"]), state["steps"], state["micro"],
+                                           state["tokens"])
+        steps = itertools.islice(steps, steps_done, None)
     t0 = time.perf_counter()
     optimizer.zero_grad(set_to_none=True)
-    pending = 0
-    for batch in micro_batches:
-        loss, extra = loss_fn(batch)
-        (loss / grad_accum_steps).backward()
-        for key, val in {"loss": loss.item(), **extra}.items():
-            sums[key] = sums.get(key, 0.0) + val
-        micro += 1
-        pending += 1
-        tokens += int(batch.attention_mask.sum())
-        if pending == grad_accum_steps:
-            sums["grad_norm"] = sums.get("grad_norm", 0.0) + _step(
-                model, optimizer, max_grad_norm, lr_at(steps) if lr_at else None)
-            steps += 1
-            pending = 0
-            if checkpoint is not None and checkpoint.due(steps):
-                checkpoint.save({
-                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "torch_rng": torch.get_rng_state(), "python_rng": random.getstate(),
-                    "sums": sums, "steps": steps, "micro": micro, "tokens": tokens})
-    if pending:
-        # A short last accumulation: rescale so its step is a mean over what it saw.
-        for param in model.parameters():
-            if param.grad is not None:
-                param.grad.mul_(grad_accum_steps / pending)
+    for step in steps:
+        step_loss = 0.0
+        for batch in step.batches:
+            loss, extra = loss_fn(batch, step.size)
+            loss.backward()
+            step_loss += loss.item()
+            for key, val in extra.items():
+                sums[key] = sums.get(key, 0.0) + val
+            micro += 1
+            tokens += int(batch.attention_mask.sum())
+        sums["loss"] = sums.get("loss", 0.0) + step_loss
         sums["grad_norm"] = sums.get("grad_norm", 0.0) + _step(
-            model, optimizer, max_grad_norm, lr_at(steps) if lr_at else None)
-        steps += 1
+            model, optimizer, max_grad_norm, lr_at(steps_done) if lr_at else None)
+        steps_done += 1
+        if checkpoint is not None and checkpoint.due(steps_done):
+            checkpoint.save({
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "torch_rng": torch.get_rng_state(), "python_rng": random.getstate(),
+                "sums": sums, "steps": steps_done, "micro": micro, "tokens": tokens})
     seconds = time.perf_counter() - t0
-    stats = {k: v / max(micro, 1) for k, v in sums.items() if k != "grad_norm"}
-    stats.update(grad_norm=sums.get("grad_norm", 0.0) / max(steps, 1), optimizer_steps=steps,
-                 micro_batches=micro, tokens_per_s=tokens / seconds if seconds else 0.0,
-                 seconds=seconds)
+    per_step = ("loss", "grad_norm")
+    stats = {k: v / max(micro, 1) for k, v in sums.items() if k not in per_step}
+    stats.update({k: sums.get(k, 0.0) / max(steps_done, 1) for k in per_step})
+    stats.update(optimizer_steps=steps_done, micro_batches=micro,
+                 tokens_per_s=tokens / seconds if seconds else 0.0, seconds=seconds)
     return stats
 
 
@@ -163,38 +171,46 @@ def warmup_cosine(lr: float, warmup: int, total: int) -> Callable[[int], float]:
     return at
 
 
-def sft_steps(model, tokenizer, examples: Sequence[Example], *, steps: int, batch_size: int,
-              lr: float, warmup_steps: int, weight_decay: float, max_grad_norm: float,
-              seed: int, max_len: int,
+def sft_steps(model, pad_id: int, examples: Sequence[Example], *, steps: int, batch_size: int,
+              lr: float, warmup_steps: int, betas: Sequence[float], weight_decay: float,
+              max_grad_norm: float, seed: int, max_len: int,
               checkpoint: Checkpointer | None = None) -> dict[str, float]:
     """Warm start: `steps` optimizer steps on random batches of worked solutions."""
     rng = random.Random(seed)
     torch.manual_seed(seed)
-    encoded = [encode(tokenizer, ex, max_len) for ex in examples]
+    encoded = [encode(ex, max_len) for ex in examples]
 
-    def batches() -> Iterator[Batch]:
+    def batches() -> Iterator[Step]:
         for _ in range(steps):
             idx = rng.sample(range(len(encoded)), min(batch_size, len(encoded)))
-            yield collate([encoded[i] for i in idx], [1.0] * len(idx), idx,
-                          tokenizer.pad_token_id)
+            rows = [encoded[i] for i in idx]
+            yield Step([collate(rows, idx, pad_id)],
+                       StepSize(sum(map(response_tokens, rows)), len(idx), len(idx)))
 
-    optimizer = make_optimizer(model, lr=lr, weight_decay=weight_decay)
-    return optimize(model, optimizer, batches(), lambda b: _raft(model, b), grad_accum_steps=1,
-                    max_grad_norm=max_grad_norm, lr_at=warmup_cosine(lr, warmup_steps, steps),
-                    checkpoint=checkpoint)
+    def sft(batch: Batch, size: StepSize) -> tuple[torch.Tensor, dict[str, float]]:
+        logprobs = batch_logprobs(model, batch)
+        ones = torch.ones(len(batch.index))
+        return raft_loss(logprobs, ones, batch.response_mask, tokens=size.tokens), {}
+
+    optimizer = make_optimizer(model, lr=lr, betas=betas, weight_decay=weight_decay)
+    return optimize(model, optimizer, batches(), sft, max_grad_norm=max_grad_norm,
+                    lr_at=warmup_cosine(lr, warmup_steps, steps), checkpoint=checkpoint)
 
 
-def _raft(model, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
-    return raft_loss(batch_logprobs(model, batch), batch.advantages, batch.response_mask), {}
-
-
-def stage_start_logprobs(model, tokenizer, examples: Sequence[Example], *, micro_batch_size: int,
-                         max_len: int) -> list[torch.Tensor]:
-    """log π of every response token under `model` as it is now (the stage-start policy, or
-    a reference), per example: the old log-probs of the ratio ρ and of KL terms."""
-    encoded = [encode(tokenizer, ex, max_len) for ex in examples]
-    return _old_logprobs(model, encoded, [ex.advantage for ex in examples], micro_batch_size,
-                         tokenizer.pad_token_id)
+@torch.no_grad()
+def stage_start_logprobs(model, pad_id: int, examples: Sequence[Example], *,
+                         micro_batch_size: int, max_len: int) -> list[torch.Tensor]:
+    """log π of every next token (prompt and completion) under `model` as it is now (the
+    stage-start policy, or a reference), per example: the old log-probs of the ratio ρ and
+    of KL terms."""
+    model.train(False)
+    encoded = [encode(ex, max_len) for ex in examples]
+    out: list[torch.Tensor] = []
+    for s in range(0, len(encoded), micro_batch_size):
+        idx = list(range(s, min(s + micro_batch_size, len(encoded))))
+        logprobs = batch_logprobs(model, collate([encoded[i] for i in idx], idx, pad_id))
+        out.extend(logprobs[row, : len(encoded[i][0]) - 1].clone() for row, i in enumerate(idx))
+    return out
 
 
 def _padded(per_example: Sequence[torch.Tensor] | None, index: list[int], width: int,
@@ -207,115 +223,81 @@ def _padded(per_example: Sequence[torch.Tensor] | None, index: list[int], width:
                         for i in index]).to(device)
 
 
-def objective_loss(model, objective: Objective, batch: Batch, *,
-                   old: Sequence[torch.Tensor] | None, ref: Sequence[torch.Tensor] | None,
-                   correct: torch.Tensor, r_hat: torch.Tensor) -> tuple[torch.Tensor,
-                                                                         dict[str, float]]:
-    """One micro-batch's objective: the policy's forward pass, and what the stage computed
-    before training (old and reference log-probs, NFT's labels) for the batch's rows."""
+def _extras(examples: Sequence[Example], batch: Batch, width: int,
+            device: torch.device) -> dict[str, torch.Tensor]:
+    """Each extra as (B,) for per-sequence values, or (B, width) placed on the completion
+    tokens' positions for per-token ones."""
+    out: dict[str, torch.Tensor] = {}
+    for key in examples[batch.index[0]].extras:
+        values = [examples[i].extras[key] for i in batch.index]
+        if isinstance(values[0], int | float):
+            out[key] = torch.tensor(values, dtype=torch.float32, device=device)
+            continue
+        grid = torch.zeros((len(values), width), device=device)
+        for row, (v, start) in enumerate(zip(values, batch.prompt_lens, strict=True)):
+            v = list(v)[: max(width - (start - 1), 0)]
+            grid[row, start - 1 : start - 1 + len(v)] = torch.tensor(v, dtype=torch.float32)
+        out[key] = grid
+    return out
+
+
+def objective_loss(model, objective: Objective, batch: Batch, size: StepSize,
+                   examples: Sequence[Example], *, old: Sequence[torch.Tensor] | None,
+                   ref: Sequence[torch.Tensor] | None) -> tuple[torch.Tensor, dict[str, float]]:
+    """One micro-batch's share of its step's loss: the policy's forward pass, and what the
+    stage computed before training (old and reference log-probs) for the batch's rows."""
     logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
     logits = logits[:, :-1]
     logprobs = token_logprobs(logits, batch.input_ids[:, 1:])
     width, device = logprobs.shape[1], logprobs.device
     return objective(TokenBatch(
-        logprobs=logprobs, logits=logits, mask=batch.response_mask,
-        advantages=batch.advantages, old_logprobs=_padded(old, batch.index, width, device),
+        logprobs=logprobs, logits=logits, mask=batch.response_mask.to(device),
+        advantages=torch.tensor([examples[i].advantage for i in batch.index],
+                                dtype=torch.float32, device=device),
+        step=size, old_logprobs=_padded(old, batch.index, width, device),
         ref_logprobs=_padded(ref, batch.index, width, device),
-        correct=correct[batch.index].to(device), r_hat=r_hat[batch.index].to(device)))
+        extras=_extras(examples, batch, width, device)))
 
 
-def policy_epochs(model, tokenizer, examples: Sequence[Example], objective: Objective, *,
-                  old: Sequence[torch.Tensor] | None, ref: Sequence[torch.Tensor] | None,
-                  epochs: int, micro_batch_size: int, grad_accum_steps: int, lr: float,
-                  warmup_steps: int, weight_decay: float, max_grad_norm: float, seed: int,
-                  max_len: int, checkpoint: Checkpointer | None = None) -> dict[str, float]:
-    """`epochs` shuffled passes over `examples` in micro-batches; each optimizer step is one
-    mini-batch of micro_batch_size × grad_accum_steps examples, so an iteration takes several
-    off-policy steps after the first (hence the ratio clip against `old`)."""
-    rng = random.Random(seed)
+def step_size(encoded: Sequence[tuple[list[int], int]], index: Sequence[int],
+              unit_of: dict[int, int]) -> StepSize:
+    """The step's completion tokens, sequences and units, over all its micro-batches."""
+    return StepSize(sum(response_tokens(encoded[i]) for i in index), len(index),
+                    len({unit_of[i] for i in index}))
+
+
+def units_of(units: Sequence[Sequence[int]] | None, n: int) -> tuple[list[list[int]],
+                                                                     dict[int, int]]:
+    """The plan's units (singles when None) and each example's unit."""
+    out = [list(u) for u in units] if units else [[i] for i in range(n)]
+    return out, {i: u for u, members in enumerate(out) for i in members}
+
+
+def train_policy(model, pad_id: int, examples: Sequence[Example], objective: Objective, *,
+                 units: Sequence[Sequence[int]] | None = None,
+                 old: Sequence[torch.Tensor] | None, ref: Sequence[torch.Tensor] | None,
+                 epochs: int, mini_batch_size: int, micro_batch_size: int, lr: float,
+                 warmup_steps: int, betas: Sequence[float], weight_decay: float,
+                 max_grad_norm: float, seed: int, max_len: int,
+                 checkpoint: Checkpointer | None = None) -> dict[str, float]:
+    """`epochs` shuffled passes over the plan's examples, one optimizer step per mini-batch
+    of `mini_batch_size` units; steps after the first are off-policy, hence the ratio clip
+    against `old` in the objectives that need it."""
     torch.manual_seed(seed)
-    encoded = [encode(tokenizer, ex, max_len) for ex in examples]
-    advantages = [ex.advantage for ex in examples]
-    correct = torch.tensor([ex.correct for ex in examples], dtype=torch.float32)
-    r_hat = torch.tensor([ex.r_hat for ex in examples], dtype=torch.float32)
+    encoded = [encode(ex, max_len) for ex in examples]
+    groups, unit_of = units_of(units, len(examples))
+    plan = plan_steps(groups, epochs=epochs, mini_batch_size=mini_batch_size,
+                      micro_batch_size=micro_batch_size, seed=seed)
 
-    def batches() -> Iterator[Batch]:
-        for _ in range(epochs):
-            order = list(range(len(encoded)))
-            rng.shuffle(order)
-            for s in range(0, len(order), micro_batch_size):
-                idx = order[s : s + micro_batch_size]
-                yield collate([encoded[i] for i in idx], [advantages[i] for i in idx], idx,
-                              tokenizer.pad_token_id)
+    def steps() -> Iterator[Step]:
+        for (micros,) in plan:  # one rank
+            index = [i for m in micros for i in m]
+            yield Step([collate([encoded[i] for i in m], m, pad_id) for m in micros if m],
+                       step_size(encoded, index, unit_of))
 
-    def loss_fn(batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
-        return objective_loss(model, objective, batch, old=old, ref=ref, correct=correct,
-                              r_hat=r_hat)
+    def loss_fn(batch: Batch, size: StepSize) -> tuple[torch.Tensor, dict[str, float]]:
+        return objective_loss(model, objective, batch, size, examples, old=old, ref=ref)
 
-    optimizer = make_optimizer(model, lr=lr, weight_decay=weight_decay)
-    return optimize(model, optimizer, batches(), loss_fn, grad_accum_steps=grad_accum_steps,
-                    max_grad_norm=max_grad_norm, lr_at=warmup_constant(lr, warmup_steps),
-                    checkpoint=checkpoint)
-
-
-def dpo_epochs(model, tokenizer, pairs: Sequence[tuple[Example, Example]], *, beta: float,
-               epochs: int, micro_batch_size: int, grad_accum_steps: int, lr: float,
-               warmup_steps: int, weight_decay: float, max_grad_norm: float, seed: int,
-               max_len: int, checkpoint: Checkpointer | None = None) -> dict[str, float]:
-    """DPO over (chosen, rejected) pairs; the reference is the policy at the stage's start
-    (specs/algorithms-b.md §1.6). A micro-batch holds micro_batch_size pairs."""
-    rng = random.Random(seed)
-    torch.manual_seed(seed)
-    chosen = [encode(tokenizer, c, max_len) for c, _ in pairs]
-    rejected = [encode(tokenizer, r, max_len) for _, r in pairs]
-    pad = tokenizer.pad_token_id
-
-    def pair_batch(idx: list[int]) -> Batch:
-        # Chosen rows first, then rejected; index names each row's pair.
-        return collate([chosen[i] for i in idx] + [rejected[i] for i in idx],
-                       [1.0] * (2 * len(idx)), idx + idx, pad)
-
-    def seq_logps(batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        logps = sequence_logprob(batch_logprobs(model, batch), batch.response_mask)
-        half = len(batch.index) // 2
-        return logps[:half], logps[half:]
-
-    with torch.no_grad():
-        model.train(False)
-        ref_c, ref_r = torch.zeros(len(pairs)), torch.zeros(len(pairs))
-        for s in range(0, len(pairs), micro_batch_size):
-            idx = list(range(s, min(s + micro_batch_size, len(pairs))))
-            ref_c[idx], ref_r[idx] = seq_logps(pair_batch(idx))
-
-    def batches() -> Iterator[Batch]:
-        for _ in range(epochs):
-            order = list(range(len(pairs)))
-            rng.shuffle(order)
-            for s in range(0, len(order), micro_batch_size):
-                yield pair_batch(order[s : s + micro_batch_size])
-
-    def loss_fn(batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
-        idx = batch.index[: len(batch.index) // 2]
-        c, r = seq_logps(batch)
-        loss, z = dpo_loss(c, r, ref_c[idx], ref_r[idx], beta=beta)
-        return loss, {"reward_accuracy": float((z > 0).float().mean()),
-                      "margin": float(z.detach().mean())}
-
-    optimizer = make_optimizer(model, lr=lr, weight_decay=weight_decay)
-    return optimize(model, optimizer, batches(), loss_fn, grad_accum_steps=grad_accum_steps,
-                    max_grad_norm=max_grad_norm, lr_at=warmup_constant(lr, warmup_steps),
-                    checkpoint=checkpoint)
-
-
-@torch.no_grad()
-def _old_logprobs(model, encoded, advantages, micro_batch_size: int,
-                  pad_id: int) -> list[torch.Tensor]:
-    """log-probs of the policy as it is now, per example."""
-    model.train(False)
-    out: list[torch.Tensor] = []
-    for s in range(0, len(encoded), micro_batch_size):
-        idx = list(range(s, min(s + micro_batch_size, len(encoded))))
-        batch = collate([encoded[i] for i in idx], [advantages[i] for i in idx], idx, pad_id)
-        logprobs = batch_logprobs(model, batch)
-        out.extend(logprobs[row, : len(encoded[i][0]) - 1].clone() for row, i in enumerate(idx))
-    return out
+    optimizer = make_optimizer(model, lr=lr, betas=betas, weight_decay=weight_decay)
+    return optimize(model, optimizer, steps(), loss_fn, max_grad_norm=max_grad_norm,
+                    lr_at=warmup_constant(lr, warmup_steps), checkpoint=checkpoint)

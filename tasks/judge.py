@@ -1,42 +1,35 @@
-"""judge: preference pairs for DPO iterations, built from verified rollouts.
-
-A dpo iteration pairs, within each prompt's group, a correct sample (chosen) with an
-incorrect one (rejected), at most `max_pairs_per_prompt` pairs per prompt. Other iteration
-types write an empty, valid judgements.parquet at once. (VerIPO's rollout-aware verifier
-would score pairs here too.)
+"""judge: preference pairs, by the iteration's recipe (cotflow/recipes), from verified
+rollouts. A recipe with a `judge` (dpo: a correct rollout chosen over an incorrect one of
+the same prompt) returns (chosen, rejected) pairs; for the others the stage writes an
+empty, valid judgements.parquet at once.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from cotflow.algorithm_config import DpoAlgorithm
 from cotflow.config import PipelineConfig
 from cotflow.layout import IterationLayout, Layout
+from cotflow.recipes import recipe_for
 from cotflow.records import read_table, write_table
 
 
 def run(cfg: PipelineConfig, layout: Layout,
         it: IterationLayout) -> tuple[dict[str, Any], dict[str, Any]]:
-    from cotflow.algorithms.dpo import build_pairs
+    from cotflow.rollouts import rollouts
     from tasks.common import iteration_seed
 
     algo = cfg.algorithm(it.key)
-    if not isinstance(algo, DpoAlgorithm):
+    judge = recipe_for(algo.kind).judge
+    if judge is None:
         write_table(it.judgements, "judgements", [])
         return {"pairs": 0}, {}
-    samples = read_table(it.samples, "samples")
-    verdicts = read_table(it.verdicts, "verdicts")
-    if samples["sample_idx"] != verdicts["sample_idx"]:
-        raise ValueError(f"{it.verdicts} does not line up with {it.samples} (rerun verify)")
-    ids, rewards = verdicts["prompt_id"], verdicts["reward"]
-    pairs = build_pairs(ids, rewards, max_pairs_per_prompt=algo.max_pairs_per_prompt,
-                        seed=iteration_seed(cfg, it.key))
-    idx = verdicts["sample_idx"]
+    rows = rollouts(read_table(it.samples, "samples"), read_table(it.verdicts, "verdicts"))
+    pairs = judge(algo, rows, iteration_seed(cfg, it.key))
     write_table(it.judgements, "judgements", {
-        "prompt_id": [ids[c] for c, _ in pairs],
-        "chosen_idx": [idx[c] for c, _ in pairs],
-        "rejected_idx": [idx[r] for _, r in pairs],
-        "score": [rewards[c] - rewards[r] for c, r in pairs],
+        "prompt_id": [rows[c].prompt_id for c, _ in pairs],
+        "chosen_idx": [rows[c].sample_idx for c, _ in pairs],
+        "rejected_idx": [rows[r].sample_idx for _, r in pairs],
+        "score": [rows[c].reward - rows[r].reward for c, r in pairs],
     })
-    return {"pairs": len(pairs), "prompts_paired": len({ids[c] for c, _ in pairs})}, {}
+    return {"pairs": len(pairs), "prompts_paired": len({rows[c].prompt_id for c, _ in pairs})}, {}

@@ -79,7 +79,7 @@ def run(cfg: PipelineConfig, layout: Layout) -> tuple[dict[str, Any], dict[str, 
     import torch
 
     from models.policy import build_tiny_policy, context_length, load_policy, save_policy
-    from models.torch_trainer import Example, sft_steps
+    from models.torch_trainer import sft_steps, text_example
     from tasks.common import format_prompt
     from tasks.evaluate import evaluate_policy
 
@@ -95,14 +95,15 @@ def run(cfg: PipelineConfig, layout: Layout) -> tuple[dict[str, Any], dict[str, 
     write_table(layout.test_set, "problems", test)
 
     w = cfg.warmstart
-    examples = [Example(format_prompt(cfg, p["question"]), p["solution"])
+    examples = [text_example(tokenizer, format_prompt(cfg, p["question"]), p["solution"])
                 for p in train if p["solution"]]
     sft: dict[str, Any] = {}
     ckpt = _checkpointer(cfg, layout)
     if w.steps and examples:
         log.info("warm start: %d SFT steps on %d worked solutions", w.steps, len(examples))
-        sft = sft_steps(model, tokenizer, examples, steps=w.steps, batch_size=w.batch_size,
-                        lr=w.lr, warmup_steps=w.warmup_steps, weight_decay=w.weight_decay,
+        sft = sft_steps(model, tokenizer.pad_token_id, examples, steps=w.steps,
+                        batch_size=w.batch_size, lr=w.lr, warmup_steps=w.warmup_steps,
+                        betas=w.betas, weight_decay=w.weight_decay,
                         max_grad_norm=w.max_grad_norm, seed=cfg.seed,
                         max_len=context_length(model, cfg), checkpoint=ckpt)
     save_policy(model, tokenizer, layout.base_policy)

@@ -1,36 +1,56 @@
-"""train: update the previous iteration's policy on this iteration's verified samples.
+"""train: update the previous iteration's policy on this iteration's verified rollouts.
 
-What trains, by the iteration's algorithm kind (params.yaml `algorithms`):
-- raft: SFT on accepted (correct) completions. raft++: the clipped surrogate with A = 1 on
-  them, against the stage-start policy. Incorrect completions have A = 0 in both; they would
-  only add tokens to the token-mean's denominator (specs/algorithms-b.md §5.6), so they are
-  left out: the step is that of SFT on accepted tokens, as in classic RAFT.
-- grpo (GRPO, Dr.GRPO, DAPO, SEED-GRPO): group advantages over each prompt's samples, the
-  clipped surrogate against the stage-start policy, optional k3 KL to a reference.
-- nft: the NFT loss on the samples of prompts with some but not all samples correct.
-- dpo: the judge stage's (chosen, rejected) pairs; the reference is the stage-start policy.
-Output: policy/ (save_pretrained).
+The iteration's algorithm names a params.yaml `algorithms` entry; its `kind` names the
+recipe (cotflow/recipes) that turns the rollouts into a training plan: examples and the
+objective. This stage only runs it: it loads the policy, computes the stage-start and
+reference log-probs the plan asks for, and trains with the `train` section's regime
+(models/steps.py: epochs, mini-batch per optimizer step, micro-batches) on the chosen
+backend. Output: policy/ (save_pretrained); stats/train.json reports optimizer_steps.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
-from cotflow.algorithm_config import (
-    DpoAlgorithm,
-    GrpoAlgorithm,
-    NftAlgorithm,
-    RaftPlusPlusAlgorithm,
-)
 from cotflow.config import PipelineConfig
 from cotflow.layout import IterationLayout, Layout
+from cotflow.recipes import recipe_for
+from cotflow.recipes.base import Inputs
 from cotflow.records import read_table
-from tasks import rollouts as ro
+from cotflow.rollouts import Rollout, rollouts
 
 log = logging.getLogger(__name__)
 REPORTED = ("loss", "grad_norm", "clip_fraction", "kl", "entropy", "optimizer_steps",
             "reward_accuracy", "margin")
+
+
+class StageServices:
+    """What recipes may ask of the stage: the verifier's equivalence (answers are model
+    output: graded in the worker pool) and the stage-start policy's log-probs."""
+
+    def __init__(self, cfg: PipelineConfig, model, pad_id: int, max_len: int) -> None:
+        self.cfg, self.model, self.pad_id, self.max_len = cfg, model, pad_id, max_len
+
+    def equivalent(self, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], bool]:
+        from cotflow.verify.grade import CORRECT
+        from cotflow.verify.pool import VerifierPool
+
+        v = self.cfg.verify
+        with VerifierPool(workers=v.workers, timeout_s=v.timeout_s,
+                          memory_mb=v.memory_mb) as pool:
+            grades = pool.grade_many([(a, "\\boxed{" + b + "}") for a, b in pairs])
+        return {p: g.verdict == CORRECT for p, g in zip(pairs, grades, strict=True)}
+
+    def completion_logprobs(self, rows: Sequence[Rollout]):
+        from cotflow.recipes.base import rollout_example
+        from models.torch_trainer import stage_start_logprobs
+
+        token_lps = stage_start_logprobs(
+            self.model, self.pad_id, [rollout_example(r) for r in rows],
+            micro_batch_size=self.cfg.train.micro_batch_size, max_len=self.max_len)
+        return [lp[len(r.prompt_ids) - 1:] for lp, r in zip(token_lps, rows, strict=True)]
 
 
 def run(cfg: PipelineConfig, layout: Layout,
@@ -38,144 +58,58 @@ def run(cfg: PipelineConfig, layout: Layout,
     import torch
 
     from models.policy import context_length, load_policy, save_policy
+    from models.torch_trainer import stage_start_logprobs
     from tasks.common import iteration_seed
 
     t = cfg.train
     torch.set_num_threads(cfg.threads)
     algo = cfg.algorithm(it.key)
-    samples = read_table(it.samples, "samples")
-    rows = ro.rollouts(samples, read_table(it.verdicts, "verdicts"))
+    rows = rollouts(read_table(it.samples, "samples"), read_table(it.verdicts, "verdicts"))
     model, tokenizer = load_policy(it.prev_policy, for_training=True)
-    opts = dict(epochs=t.epochs, micro_batch_size=t.micro_batch_size,
-                grad_accum_steps=t.grad_accum_steps, lr=t.lr, warmup_steps=t.warmup_steps,
-                weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm,
-                seed=iteration_seed(cfg, it.key), max_len=context_length(model, cfg),
-                checkpoint=_checkpointer(cfg, layout, it))
-    if isinstance(algo, DpoAlgorithm):
-        result, stats = _dpo(model, tokenizer, algo, it, rows, samples["sample_idx"], opts)
+    max_len = context_length(model, cfg)
+    pad_id = tokenizer.pad_token_id
+    plan = recipe_for(algo.kind).plan(algo, Inputs(
+        rollouts=rows, judgements=read_table(it.judgements, "judgements"),
+        max_new_tokens=cfg.sample.max_new_tokens, dedup=t.dedup,
+        services=StageServices(cfg, model, pad_id, max_len)))
+    stats = {"algorithm": cfg.iterations[it.key].algorithm, "kind": algo.kind, **plan.stats,
+             "examples": len(plan.examples)}
+    result: dict[str, Any] = {}
+    if plan.examples:
+        def logprobs(policy):
+            return stage_start_logprobs(policy, pad_id, plan.examples,
+                                        micro_batch_size=t.micro_batch_size, max_len=max_len)
+
+        old = logprobs(model) if plan.old or plan.reference == "prev" else None
+        ref = None
+        if plan.reference == "base":
+            ref = logprobs(load_policy(layout.base_policy)[0])
+        elif plan.reference == "prev":
+            ref = old
+        train = _trainer(cfg, layout)
+        result = train(model, pad_id, plan.examples, plan.objective, units=plan.units,
+                       old=old, ref=ref, epochs=t.epochs, mini_batch_size=t.mini_batch_size,
+                       micro_batch_size=t.micro_batch_size, lr=t.lr,
+                       warmup_steps=t.warmup_steps, betas=t.betas,
+                       weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm,
+                       seed=iteration_seed(cfg, it.key), max_len=max_len,
+                       checkpoint=_checkpointer(cfg, layout, it))
     else:
-        result, stats = _policy_gradient(cfg, layout, model, tokenizer, algo, rows, opts)
-    if not result:
         log.warning("nothing to train on: the policy is saved unchanged")
+        result = {"optimizer_steps": 0}
     save_policy(model, tokenizer, it.policy)
-    stats = {"algorithm": cfg.iterations[it.key].algorithm, "kind": algo.kind, **stats,
-             **{k: round(v, 6) for k, v in result.items() if k in REPORTED}}
+    stats.update({k: round(v, 6) for k, v in result.items() if k in REPORTED})
     return stats, {"train/tokens_per_s": round(result.get("tokens_per_s", 0.0), 1)}
 
 
-def _policy_gradient(cfg: PipelineConfig, layout: Layout, model, tokenizer, algo,
-                     rows: list[ro.Rollout], opts: dict[str, Any]):
-    from cotflow.algorithms import objectives
-    from models.torch_trainer import Example, policy_epochs, stage_start_logprobs
-
-    stats: dict[str, Any] = {}
-    needs_old = not (algo.kind == "raft")
-    if algo.kind in ("raft", "raft++"):
-        weighted = [ro.Weighted(r, 1.0) for r in ro.accepted(rows, dedup=cfg.train.dedup)]
-        stats = {"zero_variance_share": ro.zero_variance_share_of(rows)}
-    elif isinstance(algo, NftAlgorithm):
-        weighted, stats = ro.nft_examples(rows)
-    else:
-        weighted, stats = _grpo_examples(cfg, model, tokenizer, algo, rows, opts)
-    examples = [Example(w.rollout.prompt, w.rollout.completion, w.advantage, w.correct, w.r_hat)
-                for w in weighted]
-    stats["examples"] = len(examples)
-    if not examples:
-        return {}, stats
-    old = (stage_start_logprobs(model, tokenizer, examples,
-                                micro_batch_size=opts["micro_batch_size"],
-                                max_len=opts["max_len"]) if needs_old else None)
-    ref = None
-    if isinstance(algo, GrpoAlgorithm) and algo.kl_coef:
-        ref = old if algo.reference == "prev" else _reference_logprobs(layout, examples, opts)
-    if isinstance(algo, RaftPlusPlusAlgorithm):
-        objective = objectives.raft_plus_plus(algo.clip_eps)
-    elif isinstance(algo, GrpoAlgorithm):
-        objective = objectives.grpo(
-            eps_low=algo.eps_low, eps_high=algo.eps_high, dual_clip=algo.dual_clip,
-            loss_agg=algo.loss_agg, kl_coef=algo.kl_coef,
-            loss_constant=algo.loss_constant or float(cfg.sample.max_new_tokens))
-    elif isinstance(algo, NftAlgorithm):
-        objective = objectives.nft(
-            normalize=algo.normalize, neg_weight=algo.neg_weight,
-            clamp_positive=algo.clamp_positive, clamp_negative=algo.clamp_negative,
-            ratio_cap=algo.ratio_cap, normalizer=algo.normalizer)
-    else:
-        objective = objectives.raft
-    train = policy_epochs
+def _trainer(cfg: PipelineConfig, layout: Layout):
     if cfg.train.backend == "deepspeed":  # same arguments, run on many ranks
         from models.deepspeed_trainer import on_deepspeed
 
-        train = on_deepspeed(cfg, layout)
-    return train(model, tokenizer, examples, objective, old=old, ref=ref, **opts), stats
+        return on_deepspeed(cfg, layout)
+    from models.torch_trainer import train_policy
 
-
-def _grpo_examples(cfg: PipelineConfig, model, tokenizer, algo: GrpoAlgorithm,
-                   rows: list[ro.Rollout], opts: dict[str, Any]):
-    rewards = ro.shaped_rewards(rows, reward_incorrect=algo.reward_incorrect,
-                                overlong_cache=algo.overlong_cache,
-                                max_new_tokens=cfg.sample.max_new_tokens)
-    scales, se_stats = None, {}
-    if algo.semantic_entropy is not None:
-        scales, se_stats = _seed_scales(cfg, model, tokenizer, algo, rows, opts)
-    weighted, stats = ro.group_advantage_examples(
-        rows, rewards, std=algo.advantage_std, eps=algo.std_eps,
-        drop_uniform=algo.drop_uniform_groups, scales=scales)
-    return weighted, {**stats, **se_stats}
-
-
-def _seed_scales(cfg: PipelineConfig, model, tokenizer, algo: GrpoAlgorithm,
-                 rows: list[ro.Rollout], opts: dict[str, Any]):
-    """SEED-GRPO's per-prompt scales; answers are clustered by the verifier's equivalence,
-    in its worker pool (the answers are model output)."""
-    from cotflow.verify.grade import CORRECT
-    from cotflow.verify.pool import VerifierPool
-    from models.torch_trainer import Example, stage_start_logprobs
-
-    se = algo.semantic_entropy
-    assert se is not None
-    pairs = ro.answer_pairs(rows)
-    v = cfg.verify
-    with VerifierPool(workers=v.workers, timeout_s=v.timeout_s, memory_mb=v.memory_mb) as pool:
-        grades = pool.grade_many([(a, "\\boxed{" + b + "}") for a, b in pairs])
-    equivalent = ro.equivalence_from({p: g.verdict == CORRECT
-                                      for p, g in zip(pairs, grades, strict=True)})
-    logliks = None
-    if se.weighting != "frequency":
-        token_lps = stage_start_logprobs(
-            model, tokenizer, [Example(r.prompt, r.completion) for r in rows],
-            micro_batch_size=opts["micro_batch_size"], max_len=opts["max_len"])
-        # Response tokens only: the prompt's log-probs are the same for the whole group.
-        prompt_lens = [len(tokenizer(r.prompt)["input_ids"]) - 1 for r in rows]
-        sums = [float(lp[n:].sum()) for lp, n in zip(token_lps, prompt_lens, strict=True)]
-        counts = [max(len(lp) - n, 1) for lp, n in zip(token_lps, prompt_lens, strict=True)]
-        logliks = (sums if se.weighting == "seq_prob"
-                   else [s / c for s, c in zip(sums, counts, strict=True)])
-    return ro.semantic_entropy_scales(rows, equivalent, alpha=se.alpha, estimator=se.estimator,
-                                      weighting=se.weighting, f=se.f, logliks=logliks)
-
-
-def _reference_logprobs(layout: Layout, examples, opts: dict[str, Any]):
-    from models.policy import load_policy
-    from models.torch_trainer import stage_start_logprobs
-
-    ref_model, ref_tokenizer = load_policy(layout.base_policy)
-    return stage_start_logprobs(ref_model, ref_tokenizer, examples,
-                                micro_batch_size=opts["micro_batch_size"],
-                                max_len=opts["max_len"])
-
-
-def _dpo(model, tokenizer, algo: DpoAlgorithm, it: IterationLayout, rows: list[ro.Rollout],
-         sample_idx: list[int], opts: dict[str, Any]):
-    from models.torch_trainer import Example, dpo_epochs
-
-    pairs = ro.pairs_of(read_table(it.judgements, "judgements"), rows, sample_idx)
-    stats = {"pairs": len(pairs)}
-    if not pairs:
-        return {}, stats
-    examples = [(Example(c.prompt, c.completion), Example(r.prompt, r.completion))
-                for c, r in pairs]
-    return dpo_epochs(model, tokenizer, examples, beta=algo.beta, **opts), stats
+    return train_policy
 
 
 def _checkpointer(cfg: PipelineConfig, layout: Layout, it: IterationLayout):
@@ -189,8 +123,10 @@ def _checkpointer(cfg: PipelineConfig, layout: Layout, it: IterationLayout):
               "context": cfg.model.max_position_embeddings, "key": it.key,
               "iteration": cfg.iterations[it.key].model_dump(),
               "algorithm": cfg.algorithm(it.key).model_dump()}
-    code = [__file__, ro.__file__, models.torch_trainer.__file__,
-            Path(__file__).parents[1] / "cotflow" / "algorithms"]
+    root = Path(__file__).parents[1]
+    code = [__file__, models.torch_trainer.__file__, root / "models" / "steps.py",
+            root / "cotflow" / "rollouts.py", root / "cotflow" / "recipes",
+            root / "cotflow" / "algorithms"]
     inputs = [it.samples, it.verdicts, it.judgements, it.prev_policy, layout.base_policy]
     return Checkpointer.for_stage(it.dir, "train", cfg.train.checkpoint_every,
                                   fingerprint(config, [p for p in inputs if Path(p).exists()]

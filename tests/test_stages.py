@@ -183,7 +183,7 @@ def test_gvm_reuse_takes_the_previous_iterations_samples(ws):
 
     from models.grad_norms import sample_grad_norms
     from models.policy import load_policy
-    from models.torch_trainer import Example
+    from models.torch_trainer import text_example
     from tasks.allocate import choose_prompts
 
     lay = Layout(ws)
@@ -217,7 +217,8 @@ def test_gvm_reuse_takes_the_previous_iterations_samples(ws):
     assert stats["probe_reused_prompts"] == 10 and stats["samples"] == 64
     model, tok = load_policy(it.prev_policy)
     p = problems[chosen[3]]  # three accepted gold solutions: G is their own norm
-    norm = sample_grad_norms(model, tok, [Example(p["question"] + "\n", p["solution"])],
+    norm = sample_grad_norms(model, tok.pad_token_id,
+                             [text_example(tok, p["question"] + "\n", p["solution"])],
                              max_len=256)[0]
     assert budget[3]["G"] == pytest.approx(norm, rel=1e-5)
     assert budget[0]["G"] == 0.0 and budget[0]["n"] == 0  # nothing accepted: no samples

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from cotflow.algorithms.advantages import group_indices
 from cotflow.algorithms.losses import apply_mask
+from cotflow.verify.rewards import is_correct
 
 
 def sequence_logprob(token_logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -71,8 +72,8 @@ def build_pairs(
         raise ValueError(f"max_pairs_per_prompt={max_pairs_per_prompt} must be >= 1")
     pairs: list[tuple[int, int]] = []
     for prompt, idx in group_indices(prompt_ids).items():
-        chosen = [i for i in idx if rewards[i] > 0]
-        rejected = [i for i in idx if rewards[i] <= 0]
+        chosen = [i for i in idx if is_correct(rewards[i])]
+        rejected = [i for i in idx if not is_correct(rewards[i])]
         if not chosen or not rejected:
             continue
         rng = random.Random(f"{seed}\x00{prompt}")  # str seeds hash with sha512: stable

@@ -36,13 +36,20 @@ def apply_mask(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.where(mask.bool(), values, torch.zeros((), dtype=values.dtype))
 
 
-def token_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Sum of values over masked tokens / number of masked tokens (0 if none)."""
-    return apply_mask(values, mask).sum() / mask.to(values.dtype).sum().clamp(min=1.0)
+def token_mean(values: torch.Tensor, mask: torch.Tensor, *,
+               tokens: float | None = None) -> torch.Tensor:
+    """Sum of values over masked tokens / number of masked tokens (0 if none).
+
+    `tokens` replaces the count by the masked tokens of the whole optimizer step, when this
+    (B, T) is one micro-batch of it: summed over micro-batches, the result is the step's
+    token-mean however the step was split (verl's global token count)."""
+    count = mask.to(values.dtype).sum() if tokens is None else torch.tensor(float(tokens))
+    return apply_mask(values, mask).sum() / count.clamp(min=1.0)
 
 
 def aggregate(
     values: torch.Tensor, mask: torch.Tensor, mode: AggMode, *, constant: float | None = None,
+    tokens: float | None = None, sequences: float | None = None,
 ) -> torch.Tensor:
     """Reduce per-token losses (B, T) under the response mask (B, T) to a scalar.
 
@@ -61,13 +68,17 @@ def aggregate(
 
     Empty rows (no response token) count in B for the seq-mean modes and contribute 0, as
     the formulas say; an all-empty mask gives 0 for token-mean. B = 0 gives 0.
+
+    When (B, T) is one micro-batch of an optimizer step, `tokens` and `sequences` are the
+    step's masked tokens and sequences (over every micro-batch and rank): they replace
+    Σ_i Σ_t m and B, so the micro-batch results sum to the step's value.
     """
     check_choice("mode", mode, AGG_MODES)
     if values.shape != mask.shape or values.dim() != 2:
         raise ValueError(f"values {tuple(values.shape)} and mask {tuple(mask.shape)} must be the "
                          "same (B, T) shape")
     if mode == "token-mean":
-        return token_mean(values, mask)
+        return token_mean(values, mask, tokens=tokens)
     row_sums = apply_mask(values, mask).sum(dim=-1)
     if mode == "seq-mean-token-mean":
         row_sums = row_sums / mask.to(values.dtype).sum(dim=-1).clamp(min=1.0)
@@ -75,22 +86,24 @@ def aggregate(
         if constant is None or not constant > 0:
             raise ValueError(f"mode 'seq-mean-token-sum-norm' needs constant > 0, got {constant}")
         row_sums = row_sums / constant
-    return row_sums.sum() / max(values.shape[0], 1)
+    return row_sums.sum() / max(values.shape[0] if sequences is None else sequences, 1)
 
 
 def _per_token(advantages: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return advantages.unsqueeze(-1).expand_as(like) if advantages.dim() == 1 else advantages
 
 
-def raft_loss(logprobs: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def raft_loss(logprobs: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, *,
+              tokens: float | None = None) -> torch.Tensor:
     """RAFT: -Σ m·A·log π / Σ m with A = 1[correct]; SFT when every A is 1.
 
     Args:
         logprobs: (B, T) log π_θ of the taken tokens.
         advantages: (B,) or (B, T).
         mask: (B, T) response mask.
+        tokens: the optimizer step's masked tokens, if (B, T) is one micro-batch of it.
     """
-    return token_mean(-_per_token(advantages, logprobs) * logprobs, mask)
+    return token_mean(-_per_token(advantages, logprobs) * logprobs, mask, tokens=tokens)
 
 
 def clipped_surrogate_tokens(

@@ -1,0 +1,39 @@
+"""Recipes: one module per algorithm kind, the one place that says how verified rollouts
+become training examples and which objective trains them.
+
+    raft      raft.py            SFT on correct rollouts
+    raft++    raft_plus_plus.py  clipped surrogate, A = 1[correct], k3 KL
+    grpo      grpo.py            GRPO, Dr.GRPO, DAPO, SEED-GRPO (settings of one recipe)
+    nft       nft.py             negative-aware fine-tuning
+    dpo       dpo.py             DPO on the judge stage's pairs
+
+A params.yaml `algorithms` entry names its `kind`; the recipe's `Settings` validate it
+(cotflow/algorithm_config.py builds the union from this registry). Adding a kind is a
+module here with `RECIPE`, its line below, and its params entry.
+
+How methods that act at different points compose in one iteration:
+- allocation (GVM) is the allocate stage's `allocate.method`, under any recipe: recipes see
+  only the rollouts it paid for;
+- rollouts added to a group (Critique-GRPO's refinements) come from the critique stage's
+  artifact and join `Inputs.rollouts` as members of their prompt's group, carrying their
+  own behaviour log-probs, so group filters and advantages see them like any rollout;
+- group filters (DAPO) and advantage scales (SEED-GRPO) are steps of the group recipe
+  (grpo.py steps 2 and 4) switched by settings, so GVM × SEED × DAPO is one grpo entry
+  with `semantic_entropy` and `drop_uniform_groups` set, under `allocate.method: gvm`.
+The trainers know no recipe: a plan's examples carry their tensors and the objective
+reads what it needs (advantages, extras, old and reference log-probs, the step's size).
+"""
+
+from __future__ import annotations
+
+from cotflow.recipes import dpo, grpo, nft, raft, raft_plus_plus
+from cotflow.recipes.base import Recipe
+
+RECIPES: dict[str, Recipe] = {r.kind: r for r in (
+    raft.RECIPE, raft_plus_plus.RECIPE, grpo.RECIPE, nft.RECIPE, dpo.RECIPE)}
+
+
+def recipe_for(kind: str) -> Recipe:
+    if kind not in RECIPES:
+        raise ValueError(f"algorithm kind {kind!r}: no recipe (have {', '.join(RECIPES)})")
+    return RECIPES[kind]
