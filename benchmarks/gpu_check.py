@@ -72,7 +72,7 @@ def train_torch(cfg, steps: int, warmup: int) -> dict:
 
     torch.cuda.reset_peak_memory_stats()
     model = AutoModelForCausalLM.from_config(cfg).cuda().train()
-    opt = make_optimizer(model, lr=1e-5, weight_decay=0.0)
+    opt = make_optimizer(model, lr=1e-5, betas=(0.9, 0.999), weight_decay=0.0)
     ids, mask = batch(cfg.vocab_size, 8, 512, "cuda")
 
     def step() -> float:
@@ -107,9 +107,10 @@ def train_deepspeed(cfg, steps: int, warmup: int) -> dict:
     model = AutoModelForCausalLM.from_config(cfg).train()
     config = ds_config({"zero_stage": 2, "offload_optimizer": False, "bf16": True},
                        per_rank=8, grad_accum_steps=1, max_grad_norm=1.0, lr=1e-5,
-                       weight_decay=0.0)
+                       betas=(0.9, 0.999), weight_decay=0.0)
     engine, *_ = deepspeed.initialize(model=model, config=config,
-                                      optimizer=make_optimizer(model, lr=1e-5, weight_decay=0))
+                                      optimizer=make_optimizer(model, lr=1e-5, betas=(0.9, 0.999),
+                                                                weight_decay=0))
     ids, mask = batch(cfg.vocab_size, 8, 512, engine.device)
 
     def step() -> float:

@@ -17,7 +17,8 @@ set up to do the same work per iteration:
     one cotflow iteration          = one TRL generation batch
     prompts × 8 samples            = generation_batch_size, num_generations = 8
     train.epochs passes over them  = num_iterations (μ)
-    micro_batch_size × grad_accum  = per_device_train_batch_size × gradient_accumulation_steps
+    train.mini_batch_size          = per_device_train_batch_size × gradient_accumulation_steps
+    train.micro_batch_size         = per_device_train_batch_size
     reference = iteration's start  = sync_ref_model, mixup α = 1, every iteration's steps
     grpo: seq-mean-token-mean      = loss_type "grpo"; sample std = scale_rewards "group"
     verify stage (check_steps)     = the reward function (tasks/verify.py `grade`)
@@ -161,7 +162,12 @@ def trl_config(cfg, iterations: int, out: Path):
         raise SystemExit(f"--prompts × {GROUP_SIZE} = {budget} must be a multiple of "
                          f"train.micro_batch_size = {micro}: TRL splits a generation batch "
                          "into equal micro-batches")
-    steps = t.epochs * -(-budget // (micro * t.grad_accum_steps))  # optimizer steps / iteration
+    if t.mini_batch_size % micro or budget % t.mini_batch_size:
+        raise SystemExit(f"train.mini_batch_size {t.mini_batch_size} must be a multiple of "
+                         f"train.micro_batch_size {micro} and divide the budget {budget}: "
+                         "TRL's steps are equal-sized")
+    accum = t.mini_batch_size // micro
+    steps = t.epochs * budget // t.mini_batch_size  # optimizer steps per iteration
     return GRPOConfig(
         output_dir=str(out), use_cpu=True, bf16=False, fp16=False, report_to="none",
         save_strategy="no", logging_steps=steps, disable_tqdm=True, seed=cfg.seed,
@@ -172,11 +178,11 @@ def trl_config(cfg, iterations: int, out: Path):
         max_completion_length=s.max_new_tokens, temperature=s.temperature, top_p=s.top_p,
         top_k=0,
         # training: train.* and algorithms.grpo
-        per_device_train_batch_size=micro, gradient_accumulation_steps=t.grad_accum_steps,
+        per_device_train_batch_size=micro, gradient_accumulation_steps=accum,
         num_iterations=t.epochs, max_steps=iterations * steps,
         learning_rate=t.lr, lr_scheduler_type="constant_with_warmup",
         warmup_steps=t.warmup_steps, weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm,
-        optim="adamw_torch", adam_beta1=0.9, adam_beta2=0.98,  # models/torch_trainer.py's AdamW
+        optim="adamw_torch", adam_beta1=t.betas[0], adam_beta2=t.betas[1],
         loss_type="grpo", scale_rewards="group", beta=algo.kl_coef,
         epsilon=algo.eps_low, epsilon_high=algo.eps_high, mask_truncated_completions=False,
         sync_ref_model=bool(algo.kl_coef), ref_model_mixup_alpha=1.0, ref_model_sync_steps=steps,

@@ -172,7 +172,8 @@ def _model():
 
 def _examples() -> list[Example]:
     lengths = [1, 7, 2, 12, 3, 5, 9, 4]  # unequal: a mean of micro-batch means differs
-    return [Example((1, 10 + i), tuple(range(20, 20 + n)) + (EOS,), advantage=1.0 if i % 2 == 0 else -0.5,
+    return [Example((1, 10 + i), (*range(20, 20 + n), EOS),
+                    advantage=1.0 if i % 2 == 0 else -0.5,
                     extras={"correct": float(i % 2 == 0), "r_hat": 0.5})
             for i, n in enumerate(lengths)]
 
