@@ -81,12 +81,12 @@ def _gvm(cfg: PipelineConfig, layout: Layout, it: IterationLayout,
     import torch
 
     from cotflow.algorithms.gvm import allocate
+    from cotflow.verify.rewards import grade_rewards, is_correct
+    from models.drawing import draw
     from models.grad_norms import sample_grad_norms
     from models.policy import context_length, load_policy
     from models.torch_trainer import Example
     from tasks.common import problems_by_id
-    from tasks.sample import draw
-    from tasks.verify import grade
 
     g = cfg.allocate.gvm
     problems = problems_by_id(layout.train_set)
@@ -94,13 +94,13 @@ def _gvm(cfg: PipelineConfig, layout: Layout, it: IterationLayout,
     fresh = [pid for pid in chosen if pid not in probe]
     rows, tokens_per_s = draw(cfg, problems, it.prev_policy, [(pid, g.probe_n) for pid in fresh],
                               seed=probe_seed(cfg, it.key), where=layout.train_set)
-    _, rewards, _ = grade(cfg, [problems[r["prompt_id"]]["answer"] for r in rows],
-                          [r["completion"] for r in rows])
+    _, rewards, _ = grade_rewards(cfg.verify, [problems[r["prompt_id"]]["answer"] for r in rows],
+                                  [r["completion"] for r in rows])
     for row, reward in zip(rows, rewards, strict=True):
         probe.setdefault(row["prompt_id"], []).append({**row, "reward": reward})
 
-    # Accepted as train accepts: reward > 0 (rewards are 0/1; the paper's test is > 0.5).
-    accepted = [(pid, s) for pid in chosen for s in probe[pid] if s["reward"] > 0]
+    # Accepted as train accepts: a correct sample.
+    accepted = [(pid, s) for pid in chosen for s in probe[pid] if is_correct(s["reward"])]
     torch.set_num_threads(cfg.threads)
     model, tokenizer = load_policy(it.prev_policy)
     norms = sample_grad_norms(
