@@ -48,5 +48,6 @@ def _complete(cfg: PipelineConfig, rows: list[dict[str, Any]], sampler: Any,
     completions = sampler.generate([r["prompt"] for r in rows], max_new_tokens=s.max_new_tokens,
                                    temperature=s.temperature, top_p=s.top_p, seed=seed)
     for row, c in zip(rows, completions, strict=True):
-        row.update(completion=c.text, num_tokens=c.num_tokens, finished=c.finished)
+        row.update(completion=c.text, num_tokens=c.num_tokens, finished=c.finished,
+                   prompt_ids=c.prompt_ids, completion_ids=c.token_ids)
     return rows, sampler.tokens_per_s

@@ -11,7 +11,8 @@ many extra rounds.
 Every sampled group is kept in the output, so the budget spent is on record; the train
 stage drops the uniform groups when its algorithm says so. The last round may overshoot.
 
-Output: samples.parquet (prompt_id, sample_idx, prompt, completion, num_tokens, finished).
+Output: samples.parquet (prompt_id, sample_idx, prompt, completion, num_tokens, finished,
+prompt_ids, completion_ids: the token ids as sampled).
 """
 
 from __future__ import annotations
