@@ -7,7 +7,7 @@
 Both sides start from the same warm-start policy (cotflow's prepare stage, run once or
 copied from --base-from), train on the same built-in task with groups of G = 8 and the same
 sample budget per iteration (prompts × 8), and are scored by the same function,
-tasks/evaluate.py `evaluate_policy` (greedy held-out accuracy on the same test split).
+models/evaluation.py `evaluate_policy` (greedy held-out accuracy on the same test split).
 
 cotflow runs `cotflow preset grpo -n K`'s iterations through the same stage functions that
 `dvc repro` runs, in this process (benchmarks/gvm_speedup.py does the same); training time is
@@ -21,7 +21,7 @@ set up to do the same work per iteration:
     train.micro_batch_size         = per_device_train_batch_size
     reference = iteration's start  = sync_ref_model, mixup α = 1, every iteration's steps
     grpo: seq-mean-token-mean      = loss_type "grpo"; sample std = scale_rewards "group"
-    verify stage (check_steps)     = the reward function (tasks/verify.py `grade`)
+    verify stage (check_steps)     = the reward (cotflow/verify/rewards.py `grade_rewards`)
 
 and is evaluated by a callback after each generation batch's last optimizer step; that time
 (saving the policy plus evaluate_policy) is excluded from TRL's training time. Differences that
@@ -197,10 +197,10 @@ def run_trl(root: Path, cfg, iterations: int, warm_acc: float) -> Run:
 
     from cotflow.layout import Layout
     from cotflow.records import read_table, rows_of
+    from cotflow.verify.scoring import grade_rewards
+    from models.drawing import format_prompt
+    from models.evaluation import evaluate_policy
     from models.policy import load_policy, save_policy
-    from tasks.common import format_prompt
-    from tasks.evaluate import evaluate_policy
-    from tasks.verify import grade
 
     torch.set_num_threads(cfg.threads)
     layout = Layout(root)
@@ -212,7 +212,7 @@ def run_trl(root: Path, cfg, iterations: int, warm_acc: float) -> Run:
 
     def reward(prompts, completions, answer, **_: Any) -> list[float]:
         t0 = time.perf_counter()
-        rewards = grade(cfg, answer, completions)[1]
+        rewards = grade_rewards(cfg.verify, answer, completions)[1]
         run.seconds["reward (verify)"] += time.perf_counter() - t0
         return rewards
 

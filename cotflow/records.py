@@ -37,6 +37,8 @@ SCHEMAS: dict[str, dict[str, pa.DataType]] = {
     "samples": {
         "prompt_id": pa.string(), "sample_idx": pa.int64(), "prompt": pa.string(),
         "completion": pa.string(), "num_tokens": pa.int64(), "finished": pa.bool_(),
+        # The ids as sampled: what the policy read (no padding) and wrote (<eos> iff finished).
+        "prompt_ids": pa.list_(pa.int64()), "completion_ids": pa.list_(pa.int64()),
     },
     "verdicts": {
         "prompt_id": pa.string(), "sample_idx": pa.int64(), "verdict": pa.string(),
@@ -136,7 +138,15 @@ def read_table(path: Path, kind: str) -> dict[str, list]:
         if nulls and name not in ("extracted",):
             row = table.column(name).to_pylist().index(None)
             raise RecordError(f"{path}: row {row}: field {name!r} is null")
-    return {name: table.column(name).to_pylist() for name in SCHEMAS[kind]}
+    columns = {name: table.column(name).to_pylist() for name in SCHEMAS[kind]}
+    if kind == "samples":
+        # Trainers take a sample's length from either: they must agree.
+        for row, (n, ids) in enumerate(zip(columns["num_tokens"], columns["completion_ids"],
+                                           strict=True)):
+            if n != len(ids):
+                raise RecordError(f"{path}: row {row}: field 'num_tokens' is {n}, but "
+                                  f"'completion_ids' holds {len(ids)} ids")
+    return columns
 
 
 def rows_of(columns: dict[str, list]) -> list[dict[str, Any]]:

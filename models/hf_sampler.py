@@ -52,15 +52,22 @@ class HFSampler:
                 eos_token_id=tok.eos_token_id, **kwargs,
             )[:, enc["input_ids"].shape[1]:]
             self._seconds += time.perf_counter() - t0
-            for row in gen.tolist():
-                out.append(self._completion(row))
+            # The attention mask marks the real tokens: this drops the padding whichever
+            # side it is on, also when <pad> and <eos> share an id.
+            prompts_ids = [[i for i, m in zip(ids, mask, strict=True) if m]
+                           for ids, mask in zip(enc["input_ids"].tolist(),
+                                                enc["attention_mask"].tolist(), strict=True)]
+            for prompt_ids, row in zip(prompts_ids, gen.tolist(), strict=True):
+                out.append(self._completion(prompt_ids, row))
             self._tokens += sum(c.num_tokens for c in out[-len(batch):])
         log.info("generated %d completions at %.0f tokens/s", len(out), self.tokens_per_s)
         return out
 
-    def _completion(self, ids: list[int]) -> Completion:
+    def _completion(self, prompt_ids: list[int], ids: list[int]) -> Completion:
+        """Cut a generated row after its first <eos>: what follows is the batch's padding."""
         eos = self.tokenizer.eos_token_id
         finished = eos in ids
         n = ids.index(eos) + 1 if finished else len(ids)
         text = self.tokenizer.decode(ids[:n], skip_special_tokens=True)
-        return Completion(text=text, num_tokens=n, finished=finished)
+        return Completion(text=text, token_ids=ids[:n], prompt_ids=prompt_ids,
+                          finished=finished)

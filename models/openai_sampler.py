@@ -6,6 +6,15 @@ is wrong and fails at once with the server's answer. A run of identical prompts 
 request with `n`; a server that ignores `n` (answers one choice) or refuses it is asked n
 times instead, decided once by the first such request. Each request carries a seed derived
 from (stage seed, prompt run, copy), so a server that honours seeds repeats itself.
+
+Token ids: requests ask for `"return_token_ids": true` (vLLM >= 0.10.2), and vLLM answers
+each choice with `token_ids` (the generated ids as sampled, its stop token included) and
+`prompt_token_ids` (vLLM's tests/entrypoints/openai/test_return_token_ids.py). A server
+that ignores the field gets the fallback: the prompt and the text are re-tokenised with the
+policy's tokenizer and <eos> is appended iff the choice finished. A server that refuses the
+field (`transformers serve` answers 422 naming it) is asked without it from then on, and gets
+the same fallback. A re-tokenisation can differ from what was sampled (a BPE text has more
+than one spelling in ids), so prefer a server that returns ids when training on them.
 """
 
 from __future__ import annotations
@@ -64,6 +73,8 @@ class OpenAISampler:
         self.max_retries = serving.max_retries
         self.backoff_s = backoff_s
         self.supports_n: bool | None = None
+        # Ask for token ids until the server refuses the field (extra_body may decide).
+        self.ask_ids = "return_token_ids" not in self.extra_body
         self._client = httpx.Client(timeout=serving.timeout_s,
                                     limits=httpx.Limits(max_connections=serving.concurrency))
         self._tokenizer = None
@@ -136,37 +147,69 @@ class OpenAISampler:
                 "seed": request_seed(seed, r, copy)}
         if n > 1:
             body["n"] = n
-        answer = self._post(body)
+        answer = self._post_asking_ids(body)
         choices = answer.get("choices")
         if not isinstance(choices, list) or not choices:
             raise SamplerError(f"{self.url}: answer without choices: {str(answer)[:300]}")
         choices = sorted(choices, key=lambda ch: ch.get("index", 0))
         if len(choices) > n or (len(choices) < n and not probing):
             raise SamplerError(f"{self.url}: asked for n={n}, got {len(choices)} choices")
-        usage = answer.get("usage") or {}
         tokens = 0
         for k, ch in enumerate(choices):
             text, reason = ch.get("text"), ch.get("finish_reason")
             if not isinstance(text, str):
                 raise SamplerError(f"{self.url}: choice {k} has no text: {str(ch)[:300]}")
             finished = reason == "stop"
-            if len(choices) == 1 and isinstance(usage.get("completion_tokens"), int):
-                num = usage["completion_tokens"]  # the server's own count, <eos> included
-            else:
-                num = self._count(text) + int(finished)
-            out[start + copy + k] = Completion(text=text, num_tokens=num, finished=finished)
-            tokens += num
+            ids = self._ids(ch, "token_ids")
+            if ids is None:
+                ids = self._encode(text, special=False)
+                ids += [self._tokenizer.eos_token_id] if finished else []
+            # vLLM puts the prompt's ids on each choice; accept them at the top level too.
+            prompt_ids = self._ids(ch, "prompt_token_ids") or self._ids(answer,
+                                                                        "prompt_token_ids")
+            if prompt_ids is None:
+                prompt_ids = self._encode(prompt, special=True)
+            out[start + copy + k] = Completion(text=text, token_ids=ids, prompt_ids=prompt_ids,
+                                               finished=finished)
+            tokens += len(ids)
         with self._lock:
             self._tokens += tokens
         return len(choices)
 
-    def _count(self, text: str) -> int:
+    def _post_asking_ids(self, body: dict[str, Any]) -> dict[str, Any]:
+        """`_post` with `return_token_ids` while the server takes it; once it refuses the
+        field by name, without it for this request and every later one."""
+        if not self.ask_ids:
+            return self._post(body)
+        try:
+            return self._post({**body, "return_token_ids": True})
+        except SamplerError as err:
+            if "HTTP 4" not in str(err) or "return_token_ids" not in str(err):
+                raise
+            if self.ask_ids:
+                log.info("server refused return_token_ids (%s): re-tokenising its text",
+                         str(err)[:200])
+            self.ask_ids = False
+        return self._post(body)
+
+    def _ids(self, obj: dict[str, Any], key: str) -> list[int] | None:
+        """`obj[key]` when the server sent a list of ids there; None when it sent nothing."""
+        ids = obj.get(key)
+        if ids is None:
+            return None
+        if not (isinstance(ids, list) and all(type(i) is int for i in ids)):
+            raise SamplerError(f"{self.url}: {key} is not a list of token ids: {str(ids)[:300]}")
+        return ids
+
+    def _encode(self, text: str, *, special: bool) -> list[int]:
+        """The policy tokenizer's ids of `text`; `special` adds what it adds to a prompt
+        (<bos>). Under the lock: a fast tokenizer is not safe to share across threads."""
         with self._lock:
             if self._tokenizer is None:
                 from transformers import AutoTokenizer
 
                 self._tokenizer = AutoTokenizer.from_pretrained(str(self.policy))
-        return len(self._tokenizer(text, add_special_tokens=False)["input_ids"])
+            return list(self._tokenizer(text, add_special_tokens=special)["input_ids"])
 
     def _post(self, body: dict[str, Any]) -> dict[str, Any]:
         import httpx

@@ -20,9 +20,18 @@ from typing import Any, Protocol
 
 @dataclass(frozen=True)
 class Completion:
-    text: str
-    num_tokens: int  # generated tokens, <eos> included when it was produced
+    """One sampled completion, with the ids the policy saw and produced, so training can
+    score exactly these tokens rather than a re-tokenisation of the text."""
+
+    text: str  # the completion decoded for people (and the verifier), special tokens dropped
+    token_ids: list[int]  # as sampled; ends in <eos> if and only if `finished`
+    prompt_ids: list[int]  # the prompt as the model read it: no padding, <bos> if added
     finished: bool  # True if the model stopped by itself before max_new_tokens
+
+    @property
+    def num_tokens(self) -> int:
+        """Generated tokens, <eos> included when it was produced."""
+        return len(self.token_ids)
 
 
 class Sampler(Protocol):

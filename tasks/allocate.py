@@ -67,11 +67,12 @@ def _reused_probe(it: IterationLayout, chosen: set[str]) -> dict[str, list[dict[
     if keys != list(zip(verdicts["prompt_id"], verdicts["sample_idx"], strict=True)):
         raise ValueError(f"{it.prev_verdicts} does not line up with {it.prev_samples}")
     out: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for pid, prompt, completion, reward in zip(samples["prompt_id"], samples["prompt"],
-                                               samples["completion"], verdicts["reward"],
-                                               strict=True):
+    for pid, prompt_ids, completion_ids, reward in zip(
+            samples["prompt_id"], samples["prompt_ids"], samples["completion_ids"],
+            verdicts["reward"], strict=True):
         if pid in chosen:
-            out[pid].append({"prompt": prompt, "completion": completion, "reward": reward})
+            out[pid].append({"prompt_ids": prompt_ids, "completion_ids": completion_ids,
+                             "reward": reward})
     return dict(out)
 
 
@@ -81,12 +82,13 @@ def _gvm(cfg: PipelineConfig, layout: Layout, it: IterationLayout,
     import torch
 
     from cotflow.algorithms.gvm import allocate
+    from cotflow.recipes.base import Example
+    from cotflow.verify.rewards import is_correct
+    from cotflow.verify.scoring import grade_rewards
+    from models.drawing import draw
     from models.grad_norms import sample_grad_norms
     from models.policy import context_length, load_policy
-    from models.torch_trainer import Example
     from tasks.common import problems_by_id
-    from tasks.sample import draw
-    from tasks.verify import grade
 
     g = cfg.allocate.gvm
     problems = problems_by_id(layout.train_set)
@@ -94,17 +96,19 @@ def _gvm(cfg: PipelineConfig, layout: Layout, it: IterationLayout,
     fresh = [pid for pid in chosen if pid not in probe]
     rows, tokens_per_s = draw(cfg, problems, it.prev_policy, [(pid, g.probe_n) for pid in fresh],
                               seed=probe_seed(cfg, it.key), where=layout.train_set)
-    _, rewards, _ = grade(cfg, [problems[r["prompt_id"]]["answer"] for r in rows],
-                          [r["completion"] for r in rows])
+    _, rewards, _ = grade_rewards(cfg.verify, [problems[r["prompt_id"]]["answer"] for r in rows],
+                                  [r["completion"] for r in rows])
     for row, reward in zip(rows, rewards, strict=True):
         probe.setdefault(row["prompt_id"], []).append({**row, "reward": reward})
 
-    # Accepted as train accepts: reward > 0 (rewards are 0/1; the paper's test is > 0.5).
-    accepted = [(pid, s) for pid in chosen for s in probe[pid] if s["reward"] > 0]
+    # Accepted as train accepts: a correct sample.
+    accepted = [(pid, s) for pid in chosen for s in probe[pid] if is_correct(s["reward"])]
     torch.set_num_threads(cfg.threads)
     model, tokenizer = load_policy(it.prev_policy)
+    # The norm of the log-likelihood of the sampled tokens, as train would train them.
     norms = sample_grad_norms(
-        model, tokenizer, [Example(s["prompt"], s["completion"]) for _, s in accepted],
+        model, tokenizer.pad_token_id,
+        [Example(tuple(s["prompt_ids"]), tuple(s["completion_ids"])) for _, s in accepted],
         param_names=g.grad_params, batch_size=g.grad_batch_size,
         max_len=context_length(model, cfg))
     per_prompt: dict[str, list[float]] = defaultdict(list)

@@ -62,10 +62,6 @@ def iteration_seed(cfg: PipelineConfig, key: str) -> int:
     return cfg.seed * 1000 + int(key)
 
 
-def format_prompt(cfg: PipelineConfig, question: str) -> str:
-    return cfg.data.prompt_template.format(question=question)
-
-
 def run_stage(name: str, iteration: str | None, root: Path, params: Path) -> dict[str, Any]:
     """Load params, run one stage, write its stats JSON last, return the stats.
 

@@ -58,7 +58,7 @@ def check_context(cfg: PipelineConfig, tokenizer: Any, context: int,
                   splits: dict[str, list[dict]]) -> None:
     """Refuse a prompt that leaves the model no room for its answer, naming the row."""
     from cotflow.data.errors import DataError
-    from tasks.common import format_prompt
+    from models.drawing import format_prompt
 
     new_tokens = max(cfg.sample.max_new_tokens, cfg.evaluate.max_new_tokens)
     room = context - new_tokens
@@ -78,10 +78,10 @@ def check_context(cfg: PipelineConfig, tokenizer: Any, context: int,
 def run(cfg: PipelineConfig, layout: Layout) -> tuple[dict[str, Any], dict[str, Any]]:
     import torch
 
+    from models.drawing import format_prompt
+    from models.evaluation import evaluate_policy
     from models.policy import build_tiny_policy, context_length, load_policy, save_policy
     from models.torch_trainer import sft_steps, text_example
-    from tasks.common import format_prompt
-    from tasks.evaluate import evaluate_policy
 
     torch.set_num_threads(cfg.threads)
     train, test = load_splits(cfg)

@@ -1,23 +1,24 @@
 """sample: n_i completions per allocated prompt from the previous iteration's policy.
 
-Prompts allocated 0 samples (GVM) get no rows. `draw` is also the probe of GVM's allocate.
+Prompts allocated 0 samples (GVM) get no rows. Drawing (models/drawing.py) is shared with
+GVM's probe in allocate.
 
 With `sample.dynamic_sampling_rounds` > 0 (DAPO's dynamic sampling, specs/algorithms-b.md
 §1.4) the stage grades each round with the verify stage's reward, and while fewer groups
-have mixed rewards than prompts were allocated, samples fresh training prompts (the
-shortfall divided by the observed share of mixed groups), up to that many extra rounds.
+are mixed (some samples correct, some not) than prompts were allocated, samples fresh
+training prompts (the shortfall divided by the observed share of mixed groups), up to that
+many extra rounds.
 Every sampled group is kept in the output, so the budget spent is on record; the train
 stage drops the uniform groups when its algorithm says so. The last round may overshoot.
 
-Output: samples.parquet (prompt_id, sample_idx, prompt, completion, num_tokens, finished).
+Output: samples.parquet (prompt_id, sample_idx, prompt, completion, num_tokens, finished,
+prompt_ids, completion_ids: the token ids as sampled).
 """
 
 from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 from cotflow.config import PipelineConfig
@@ -25,44 +26,9 @@ from cotflow.layout import IterationLayout, Layout
 from cotflow.records import read_table, write_table
 
 
-def draw(cfg: PipelineConfig, problems: dict[str, dict[str, Any]], policy: Path,
-         counts: Iterable[tuple[str, int]], *, seed: int, where: Path,
-         sampler: Any = None) -> tuple[list[dict[str, Any]], float]:
-    """`n` sample rows per (prompt_id, n) with the `sample` settings; and tokens/s.
-
-    `where` names the file the counts came from, for the error on an unknown prompt;
-    `sampler` reuses a loaded sampler of `policy` (else one is made)."""
-    from models.sampler import make_sampler
-    from tasks.common import format_prompt
-
-    s = cfg.sample
-    rows: list[dict[str, Any]] = []
-    for pid, n in counts:
-        if pid not in problems:
-            raise ValueError(f"{where}: prompt_id {pid!r} is not among the training problems")
-        prompt = format_prompt(cfg, problems[pid]["question"])
-        rows.extend({"prompt_id": pid, "sample_idx": j, "prompt": prompt} for j in range(n))
-    if not rows:
-        return rows, 0.0
-    if sampler is None:
-        with make_sampler(s.backend, policy, batch_size=s.batch_size, threads=cfg.threads,
-                          serving=cfg.serving, seed=seed) as own:
-            return _complete(cfg, rows, own, seed)
-    return _complete(cfg, rows, sampler, seed)
-
-
-def _complete(cfg: PipelineConfig, rows: list[dict[str, Any]], sampler: Any,
-              seed: int) -> tuple[list[dict[str, Any]], float]:
-    s = cfg.sample
-    completions = sampler.generate([r["prompt"] for r in rows], max_new_tokens=s.max_new_tokens,
-                                   temperature=s.temperature, top_p=s.top_p, seed=seed)
-    for row, c in zip(rows, completions, strict=True):
-        row.update(completion=c.text, num_tokens=c.num_tokens, finished=c.finished)
-    return rows, sampler.tokens_per_s
-
-
 def run(cfg: PipelineConfig, layout: Layout,
         it: IterationLayout) -> tuple[dict[str, Any], dict[str, Any]]:
+    from models.drawing import draw
     from models.sampler import make_sampler
     from tasks.common import iteration_seed, problems_by_id
 
@@ -94,22 +60,25 @@ def _refill(cfg: PipelineConfig, sampler, problems: dict[str, dict[str, Any]],
             seed: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     from cotflow.algorithms.advantages import informative_groups
     from cotflow.verify.pool import VerifierPool
-    from tasks.verify import rewards_of
+    from cotflow.verify.rewards import is_correct
+    from cotflow.verify.scoring import rewards_of
+    from models.drawing import draw
 
     v = cfg.verify
     target = len(budget)
     group_size = max((n for _, n in budget), default=0)
     unused = sorted(set(problems) - {pid for pid, _ in budget})
-    rewards: list[float] = []
+    correct: list[float] = []  # 1.0 per correct sample: a group is mixed by correctness
     rounds = 0
     with VerifierPool(workers=v.workers, timeout_s=v.timeout_s, memory_mb=v.memory_mb) as pool:
         def grade(new: list[dict[str, Any]]) -> None:
             golds = [problems[r["prompt_id"]]["answer"] for r in new]
-            rewards.extend(rewards_of(v, pool, golds, [r["completion"] for r in new])[1])
+            rewards = rewards_of(v, pool, golds, [r["completion"] for r in new])[1]
+            correct.extend(float(is_correct(r)) for r in rewards)
 
         grade(rows)
         while rounds < cfg.sample.dynamic_sampling_rounds and unused and group_size:
-            mixed = len(informative_groups(rewards, [r["prompt_id"] for r in rows]))
+            mixed = len(informative_groups(correct, [r["prompt_id"] for r in rows]))
             if mixed >= target:
                 break
             sampled = len({r["prompt_id"] for r in rows})
@@ -122,6 +91,6 @@ def _refill(cfg: PipelineConfig, sampler, problems: dict[str, dict[str, Any]],
                           seed=seed + 100_000 * rounds, where=it.allocation, sampler=sampler)
             grade(new)
             rows.extend(new)
-    mixed = len(informative_groups(rewards, [r["prompt_id"] for r in rows]))
+    mixed = len(informative_groups(correct, [r["prompt_id"] for r in rows]))
     return rows, {"refill_rounds": rounds, "mixed_groups": mixed,
                   "prompts_sampled": len({r["prompt_id"] for r in rows})}

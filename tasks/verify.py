@@ -4,44 +4,21 @@ per-answer time limit. Output: verdicts.parquet (verdict, reward, extracted answ
 `verdict` judges the final answer alone. `reward` is 1 for a correct answer, except that with
 `verify.check_steps` a correct answer reached through a wrong `x op y = z` step earns 0: on
 the built-in task a tiny model often lands on the right number through two errors that
-cancel, and training on such samples teaches it wrong arithmetic.
+cancel, and training on such samples teaches it wrong arithmetic. The grading itself is
+cotflow/verify/rewards.py's, shared with allocate's GVM probe and sample's refill.
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Sequence
 from typing import Any
 
-from cotflow.config import PipelineConfig, VerifyConfig
+from cotflow.config import PipelineConfig
 from cotflow.layout import IterationLayout, Layout
 from cotflow.records import read_table, write_table
-from cotflow.verify.grade import CORRECT, Grade
-
-
-def rewards_of(v: VerifyConfig, pool, golds: Sequence[str],
-               completions: Sequence[str]) -> tuple[list[Grade], list[float], list[bool]]:
-    """Grades, rewards and wrong-step flags of completions against their gold answers."""
-    from cotflow.data.arithmetic import steps_consistent
-
-    grades = pool.grade_many(list(zip(golds, completions, strict=True)))
-    correct = [g.verdict == CORRECT for g in grades]
-    wrong_steps = [ok and v.check_steps and not steps_consistent(text)
-                   for ok, text in zip(correct, completions, strict=True)]
-    rewards = [1.0 if ok and not bad else 0.0
-               for ok, bad in zip(correct, wrong_steps, strict=True)]
-    return grades, rewards, wrong_steps
-
-
-def grade(cfg: PipelineConfig, golds: Sequence[str],
-          completions: Sequence[str]) -> tuple[list[Grade], list[float], list[bool]]:
-    """`rewards_of` in a verifier pool of its own."""
-    from cotflow.verify.pool import VerifierPool
-
-    v = cfg.verify
-    with VerifierPool(workers=v.workers, timeout_s=v.timeout_s, memory_mb=v.memory_mb) as pool:
-        return rewards_of(v, pool, golds, completions)
+from cotflow.verify.rewards import is_correct
+from cotflow.verify.scoring import grade_rewards
 
 
 def run(cfg: PipelineConfig, layout: Layout,
@@ -52,7 +29,7 @@ def run(cfg: PipelineConfig, layout: Layout,
     problems = problems_by_id(layout.train_set)
     golds = [problems[pid]["answer"] for pid in samples["prompt_id"]]
     t0 = time.perf_counter()
-    grades, rewards, wrong_steps = grade(cfg, golds, samples["completion"])
+    grades, rewards, wrong_steps = grade_rewards(cfg.verify, golds, samples["completion"])
     seconds = time.perf_counter() - t0
     write_table(it.verdicts, "verdicts", {
         "prompt_id": samples["prompt_id"], "sample_idx": samples["sample_idx"],
@@ -60,7 +37,8 @@ def run(cfg: PipelineConfig, layout: Layout,
         "extracted": [g.extracted for g in grades],
     })
     counts = Counter(g.verdict for g in grades)
-    solved = {pid for pid, r in zip(samples["prompt_id"], rewards, strict=True) if r > 0}
+    solved = {pid for pid, r in zip(samples["prompt_id"], rewards, strict=True)
+              if is_correct(r)}
     n = max(len(grades), 1)
     prompts = max(len(set(samples["prompt_id"])), 1)
     stats = {"mean_reward": round(sum(rewards) / n, 6),

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -19,3 +21,22 @@ def micro_params(**section_updates: dict) -> dict:
     for section, values in section_updates.items():
         raw[section].update(values)
     return raw
+
+
+@cache
+def _char_tokenizer():
+    from models.tokenizer import build_char_tokenizer
+
+    return build_char_tokenizer()
+
+
+def sample_row(prompt_id: str, sample_idx: int, prompt: str, completion: str, *,
+               finished: bool = True) -> dict[str, Any]:
+    """A samples.parquet row as the hf backend records it for the tiny model: the character
+    tokenizer's ids of the prompt (<bos> first) and of the completion (<eos> iff finished)."""
+    tok = _char_tokenizer()
+    ids = tok(completion, add_special_tokens=False)["input_ids"]
+    ids += [tok.eos_token_id] if finished else []
+    return {"prompt_id": prompt_id, "sample_idx": sample_idx, "prompt": prompt,
+            "completion": completion, "num_tokens": len(ids), "finished": finished,
+            "prompt_ids": tok(prompt)["input_ids"], "completion_ids": ids}

@@ -17,7 +17,7 @@ from cotflow.presets import PRESETS, apply_preset
 from cotflow.records import read_json, read_table, rows_of, write_table
 from cotflow.workspace import make_workspace
 from tasks.common import iteration_layout, run_stage
-from tests.conftest import micro_params
+from tests.conftest import micro_params, sample_row
 
 TYPES = ["raft", "raft++", "grpo", "dr-grpo", "dapo", "seed-grpo", "nft", "dpo"]
 
@@ -54,8 +54,7 @@ def _mixed_groups(root: Path, key: str) -> None:
         for j in range(4):
             ok = j < i % 5  # 0 to 4 of the 4 samples correct
             text = p["solution"] if ok else _wrong(p["solution"])
-            samples.append({"prompt_id": p["id"], "sample_idx": j, "prompt": p["question"] + "\n",
-                            "completion": text, "num_tokens": len(text) + 1, "finished": True})
+            samples.append(sample_row(p["id"], j, p["question"] + "\n", text))
             verdicts.append({"prompt_id": p["id"], "sample_idx": j,
                              "verdict": "correct" if ok else "incorrect",
                              "reward": 1.0 if ok else 0.0,

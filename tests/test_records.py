@@ -51,3 +51,15 @@ def test_read_names_file_column_and_row(tmp_path):
     path.write_text("not parquet")
     with pytest.raises(RecordError, match="not a readable parquet file"):
         read_table(path, "verdicts")
+
+
+def test_samples_keep_their_ids_and_lengths_agree(tmp_path):
+    path = tmp_path / "samples.parquet"
+    row = {"prompt_id": "a", "sample_idx": 0, "prompt": "q\n", "completion": "ab",
+           "num_tokens": 3, "finished": True, "prompt_ids": [1, 70], "completion_ids": [10, 11, 2]}
+    write_table(path, "samples", [row])
+    assert read_table(path, "samples")["completion_ids"] == [[10, 11, 2]]
+    write_table(path, "samples", [row, {**row, "sample_idx": 1, "num_tokens": 2}])
+    with pytest.raises(RecordError, match="row 1: field 'num_tokens' is 2, but 'completion_ids' "
+                                          "holds 3 ids"):
+        read_table(path, "samples")

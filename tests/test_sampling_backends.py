@@ -22,6 +22,7 @@ from cotflow.config import ConfigError, load_params
 from cotflow.records import read_table
 from cotflow.workspace import make_workspace
 from models.openai_sampler import OpenAISampler, SamplerError, prompt_runs, request_seed
+from models.policy import load_policy
 from models.server import ManagedServer, ServerError, free_port, render_command
 from tasks.common import iteration_layout, run_stage
 from tests.conftest import micro_params
@@ -87,7 +88,11 @@ def test_openai_and_vllm_backends_feed_verify_like_hf(ws, server):
                 serving={"launch": {**micro_params()["serving"]["launch"], "command": command,
                                     "startup_timeout_s": 120}})
     vl, vl_verdicts = _sample_and_verify(ws)
+    tok = load_policy(ws / "artifacts" / "base" / "policy")[1]
+    for samples in (hf, oa, vl):
+        _assert_ids_match_text(tok, samples)
     for samples, verdicts in ((oa, oa_verdicts), (vl, vl_verdicts)):
+        assert samples["prompt_ids"] == hf["prompt_ids"]
         # Same prompts, same number of completions per prompt, in the same order.
         for col in ("prompt_id", "sample_idx", "prompt"):
             assert samples[col] == hf[col]
@@ -108,6 +113,19 @@ def test_openai_and_vllm_backends_feed_verify_like_hf(ws, server):
     _set_params(ws, sample={"backend": "hf"})
 
 
+def _assert_ids_match_text(tok, samples: dict) -> None:
+    """Each row's ids are its prompt and completion: <bos> then the prompt unpadded, the
+    completion's characters, <eos> last exactly when it finished."""
+    rows = zip(samples["prompt"], samples["prompt_ids"], samples["completion"],
+               samples["completion_ids"], samples["num_tokens"], samples["finished"], strict=True)
+    for prompt, prompt_ids, text, ids, num, finished in rows:
+        assert prompt_ids == [tok.bos_token_id, *tok(prompt, add_special_tokens=False)["input_ids"]]
+        assert tok.pad_token_id not in prompt_ids
+        assert tok.decode(ids, skip_special_tokens=True) == text
+        assert len(ids) == num and (ids[-1] == tok.eos_token_id) == finished
+        assert tok.eos_token_id not in ids[:-1]
+
+
 def test_n_per_prompt_without_server_n_support_and_seeded(ws, server):
     policy = ws / "artifacts" / "base" / "policy"
     prompts = [q for q in ("What is 2 plus 3?\n", "What is 7 minus 4?\n") for _ in range(3)]
@@ -118,7 +136,9 @@ def test_n_per_prompt_without_server_n_support_and_seeded(ws, server):
     try:
         first = sampler.generate(prompts, max_new_tokens=24, temperature=1.0, top_p=1.0, seed=5)
         assert sampler.supports_n is False  # transformers serve answers one choice per request
-        assert sampler.requests == len(prompts)  # the probe plus one request per other copy
+        assert sampler.ask_ids is False  # it refuses return_token_ids (HTTP 422), once
+        # The refused ask for ids, the probe again without it, one request per other copy.
+        assert sampler.requests == 1 + len(prompts)
         again = sampler.generate(prompts, max_new_tokens=24, temperature=1.0, top_p=1.0, seed=5)
         greedy = sampler.generate(prompts[::3], max_new_tokens=24, temperature=1.0, top_p=1.0,
                                   seed=0, greedy=True)
@@ -132,6 +152,10 @@ def test_n_per_prompt_without_server_n_support_and_seeded(ws, server):
         prompts[::3], max_new_tokens=24, temperature=1.0, top_p=1.0, seed=0, greedy=True)
     assert [c.text for c in greedy] == [c.text for c in hf]  # greedy agrees with in-process
     assert [c.num_tokens for c in greedy] == [c.num_tokens for c in hf]
+    # Prompts of different lengths in one batch: left padding is not part of the ids.
+    assert [c.prompt_ids for c in greedy] == [c.prompt_ids for c in hf]
+    assert len(hf[0].prompt_ids) != len(hf[1].prompt_ids)
+    assert [c.token_ids for c in greedy] == [c.token_ids for c in hf]
 
 
 def test_prompt_runs_and_request_seeds():
@@ -145,6 +169,7 @@ class _Double(BaseHTTPRequestHandler):
 
     script: list[int] = []
     bodies: list[dict] = []
+    ids: dict = {}  # fields added to each choice: token ids, as vLLM answers when asked
 
     def do_POST(self):  # noqa: N802 - http.server's name
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -154,6 +179,8 @@ class _Double(BaseHTTPRequestHandler):
             n = body.get("n", 1)
             out = {"choices": [{"index": i, "text": f"{i}+1=2", "finish_reason": "stop"}
                                for i in reversed(range(n))]}
+            for ch in out["choices"]:
+                ch.update(type(self).ids)
         else:
             out = {"error": f"status {status}"}
         data = json.dumps(out).encode()
@@ -171,7 +198,7 @@ class _Double(BaseHTTPRequestHandler):
 def double():
     srv = ThreadingHTTPServer(("127.0.0.1", 0), _Double)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
-    _Double.script, _Double.bodies = [], []
+    _Double.script, _Double.bodies, _Double.ids = [], [], {}
     yield f"http://127.0.0.1:{srv.server_address[1]}/v1"
     srv.shutdown()
 
@@ -185,9 +212,28 @@ def test_retries_then_uses_server_n(ws, double):
     assert sampler.supports_n is True
     assert [b.get("n") for b in _Double.bodies] == [3, 3, 3, 2]  # 2 retries, then n honoured
     assert [c.text for c in out] == ["0+1=2", "1+1=2", "2+1=2", "0+1=2", "1+1=2"]
-    # No usage in the answer: counted with the policy's tokenizer, <eos> included.
+    # No ids in the answer: the policy's tokenizer re-tokenises, <eos> appended.
+    tok = load_policy(ws / "artifacts/base/policy")[1]
     assert all(c.num_tokens == 6 and c.finished for c in out)
+    assert all(c.token_ids == tok(c.text, add_special_tokens=False)["input_ids"]
+               + [tok.eos_token_id] for c in out)
+    p, q = (tok(prompt)["input_ids"] for prompt in ("p\n", "q\n"))
+    assert [c.prompt_ids for c in out] == [p, p, p, q, q]
     assert _Double.bodies[0]["generation_config"] == SAMPLE_ON["generation_config"]
+    assert all(b["return_token_ids"] is True for b in _Double.bodies)
+
+
+def test_server_token_ids_are_kept_as_sampled(ws, double):
+    # Not what the tiny tokenizer would give for the text: the server's ids win.
+    _Double.ids = {"token_ids": [90, 91, 2], "prompt_token_ids": [1, 80]}
+    sampler = OpenAISampler(ws / "artifacts/base/policy", batch_size=1, threads=1,
+                            serving=_serving(), base_url=double)
+    out = sampler.generate(["p\n"] * 2, max_new_tokens=8, temperature=1.0, top_p=1.0, seed=0)
+    assert [(c.token_ids, c.prompt_ids, c.num_tokens) for c in out] == [
+        ([90, 91, 2], [1, 80], 3)] * 2
+    _Double.ids = {"token_ids": "90 91 2"}
+    with pytest.raises(SamplerError, match="token_ids is not a list of token ids"):
+        sampler.generate(["p\n"], max_new_tokens=8, temperature=1.0, top_p=1.0, seed=0)
 
 
 def test_client_errors_fail_at_once_and_retries_run_out(ws, double):
@@ -231,8 +277,17 @@ def test_launcher_timeout_kills_the_whole_process_group(tmp_path):
     assert time.monotonic() - t0 < 40
     procs = [int(p) for p in pids.read_text().split()]
     assert len(procs) == 2
-    for pid in procs:  # the server and the worker it forked
-        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
+    def alive(pid: int) -> bool:
+        try:
+            return psutil.Process(pid).status() != "zombie"
+        except psutil.NoSuchProcess:
+            return False
+
+    # The signal is sent; on a busy machine the forked worker may take a moment to die.
+    deadline = time.monotonic() + 10
+    while any(alive(pid) for pid in procs) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [pid for pid in procs if alive(pid)]  # the server and the worker it forked
 
 
 def test_launch_command_and_backend_params_are_checked(tmp_path):

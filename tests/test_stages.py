@@ -13,7 +13,7 @@ from cotflow.layout import Layout
 from cotflow.records import read_json, read_table, rows_of, write_table
 from cotflow.workspace import make_workspace
 from tasks.common import iteration_layout, run_stage
-from tests.conftest import micro_params
+from tests.conftest import micro_params, sample_row
 
 
 @pytest.fixture(scope="module")
@@ -89,9 +89,7 @@ def _train_on_gold(ws: Path, algorithm_key: str) -> tuple[dict, dict]:
     lay = Layout(ws)
     it = _it(ws, algorithm_key)
     problems = rows_of(read_table(lay.train_set, "problems"))[:24]
-    samples = [{"prompt_id": p["id"], "sample_idx": 0, "prompt": p["question"] + "\n",
-                "completion": p["solution"], "num_tokens": len(p["solution"]) + 1,
-                "finished": True} for p in problems]
+    samples = [sample_row(p["id"], 0, p["question"] + "\n", p["solution"]) for p in problems]
     write_table(it.samples, "samples", samples)
     write_table(it.verdicts, "verdicts", [
         {"prompt_id": s["prompt_id"], "sample_idx": 0, "verdict": "correct", "reward": 1.0,
@@ -198,9 +196,8 @@ def test_gvm_reuse_takes_the_previous_iterations_samples(ws):
         p = problems[pid]
         for j in range(3):
             ok = j < i % 4
-            samples.append({"prompt_id": pid, "sample_idx": j, "prompt": p["question"] + "\n",
-                            "completion": p["solution"] if ok else "1 + 1 = 2. \\boxed{2}",
-                            "num_tokens": 9, "finished": True})
+            samples.append(sample_row(pid, j, p["question"] + "\n",
+                                      p["solution"] if ok else "1 + 1 = 2. \\boxed{2}"))
             verdicts.append({"prompt_id": pid, "sample_idx": j, "extracted": None,
                              "verdict": "correct" if ok else "incorrect",
                              "reward": 1.0 if ok else 0.0})

@@ -16,7 +16,7 @@ import yaml
 from cotflow.config import load_params
 from cotflow.records import write_table
 from models.checkpoint import Checkpointer, fingerprint
-from tests.conftest import micro_params
+from tests.conftest import micro_params, sample_row
 
 STEPS_PER_CKPT = 3
 
@@ -44,9 +44,9 @@ def seed_ws(tmp_path_factory) -> Path:
     cfg = load_params(ws / "params.yaml")
     model, tokenizer = build_tiny_policy(cfg.model, seed=0)
     save_policy(model, tokenizer, ws / "artifacts/base/policy")
-    rows = [{"prompt_id": f"p{i}", "sample_idx": j, "prompt": f"What is {i} plus {j}?\n",
-             "completion": f"{i}+{j}={i + j}\nThe answer is \\boxed{{{i + j}}}",
-             "num_tokens": 20, "finished": True} for i in range(7) for j in range(2)]
+    rows = [sample_row(f"p{i}", j, f"What is {i} plus {j}?\n",
+                       f"{i}+{j}={i + j}\nThe answer is \\boxed{{{i + j}}}")
+            for i in range(7) for j in range(2)]
     write_table(ws / "artifacts/iter-001/samples.parquet", "samples", rows)
     write_table(ws / "artifacts/iter-001/verdicts.parquet", "verdicts",
                 [{"prompt_id": r["prompt_id"], "sample_idx": r["sample_idx"],

@@ -1,4 +1,5 @@
-"""What a verify reward means, written once: every stage and recipe asks here."""
+"""What a verify reward means, written once: every stage and recipe asks here. (How a
+completion earns one is cotflow/verify/scoring.py.)"""
 
 from __future__ import annotations
 

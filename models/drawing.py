@@ -1,0 +1,53 @@
+"""Drawing samples: prompts from problems, n completions each, as `samples.parquet` rows.
+
+Shared by the sample stage and GVM's probe in allocate, so both draw exactly alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from cotflow.config import PipelineConfig
+
+
+def format_prompt(cfg: PipelineConfig, question: str) -> str:
+    """The prompt the policy sees for `question` (`data.prompt_template`)."""
+    return cfg.data.prompt_template.format(question=question)
+
+
+def draw(cfg: PipelineConfig, problems: dict[str, dict[str, Any]], policy: Path,
+         counts: Iterable[tuple[str, int]], *, seed: int, where: Path,
+         sampler: Any = None) -> tuple[list[dict[str, Any]], float]:
+    """`n` sample rows per (prompt_id, n) with the `sample` settings; and tokens/s.
+
+    `where` names the file the counts came from, for the error on an unknown prompt;
+    `sampler` reuses a loaded sampler of `policy` (else one is made)."""
+    from models.sampler import make_sampler
+
+    s = cfg.sample
+    rows: list[dict[str, Any]] = []
+    for pid, n in counts:
+        if pid not in problems:
+            raise ValueError(f"{where}: prompt_id {pid!r} is not among the training problems")
+        prompt = format_prompt(cfg, problems[pid]["question"])
+        rows.extend({"prompt_id": pid, "sample_idx": j, "prompt": prompt} for j in range(n))
+    if not rows:
+        return rows, 0.0
+    if sampler is None:
+        with make_sampler(s.backend, policy, batch_size=s.batch_size, threads=cfg.threads,
+                          serving=cfg.serving, seed=seed) as own:
+            return _complete(cfg, rows, own, seed)
+    return _complete(cfg, rows, sampler, seed)
+
+
+def _complete(cfg: PipelineConfig, rows: list[dict[str, Any]], sampler: Any,
+              seed: int) -> tuple[list[dict[str, Any]], float]:
+    s = cfg.sample
+    completions = sampler.generate([r["prompt"] for r in rows], max_new_tokens=s.max_new_tokens,
+                                   temperature=s.temperature, top_p=s.top_p, seed=seed)
+    for row, c in zip(rows, completions, strict=True):
+        row.update(completion=c.text, num_tokens=c.num_tokens, finished=c.finished,
+                   prompt_ids=c.prompt_ids, completion_ids=c.token_ids)
+    return rows, sampler.tokens_per_s

@@ -1,0 +1,57 @@
+"""Evaluating a policy on held-out problems: greedy accuracy, pass@k, completion length.
+
+Shared by prepare (the warm start's metrics) and the evaluate stage (each iteration's).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from cotflow.algorithms.metrics import pass_at_k
+from cotflow.config import PipelineConfig
+from cotflow.verify.grade import CORRECT
+
+
+def evaluate_policy(cfg: PipelineConfig, policy: Path,
+                    problems: list[dict]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Greedy and sampled completions on `problems`, graded by the verifier pool.
+
+    Accuracy judges the final answer alone: `verify.check_steps` does not apply here."""
+    from cotflow.verify.pool import VerifierPool
+    from models.drawing import format_prompt
+    from models.sampler import make_sampler
+
+    e, v = cfg.evaluate, cfg.verify
+    prompts = [format_prompt(cfg, p["question"]) for p in problems]
+    with make_sampler(cfg.sample.backend, policy, batch_size=e.batch_size, threads=cfg.threads,
+                      serving=cfg.serving, seed=cfg.seed) as sampler:
+        greedy = sampler.generate(prompts, max_new_tokens=e.max_new_tokens, temperature=1.0,
+                                  top_p=1.0, seed=cfg.seed, greedy=True)
+        sampled = sampler.generate([q for q in prompts for _ in range(e.n_samples)],
+                                   max_new_tokens=e.max_new_tokens, temperature=e.temperature,
+                                   top_p=1.0, seed=cfg.seed + 1)
+    golds = [p["answer"] for p in problems]
+    with VerifierPool(workers=v.workers, timeout_s=v.timeout_s, memory_mb=v.memory_mb) as pool:
+        greedy_ok = [g.verdict == CORRECT for g in pool.grade_many(
+            [(gold, c.text) for gold, c in zip(golds, greedy, strict=True)])]
+        repeated = [gold for gold in golds for _ in range(e.n_samples)]
+        sampled_ok = [g.verdict == CORRECT for g in pool.grade_many(
+            [(gold, c.text) for gold, c in zip(repeated, sampled, strict=True)])]
+    metrics: dict[str, Any] = {
+        "accuracy": round(sum(greedy_ok) / len(problems), 6),
+        "mean_completion_tokens": round(sum(c.num_tokens for c in greedy) / len(greedy), 4),
+        "finished_fraction": round(sum(c.finished for c in greedy) / len(greedy), 6),
+    }
+    by_diff: dict[int, list[bool]] = defaultdict(list)
+    for p, ok in zip(problems, greedy_ok, strict=True):
+        by_diff[p["difficulty"]].append(ok)
+    for d, oks in sorted(by_diff.items()):
+        metrics[f"accuracy_difficulty_{d}"] = round(sum(oks) / len(oks), 6)
+    n = e.n_samples
+    for k in e.pass_k:  # k <= n_samples: checked when params.yaml is loaded
+        scores = [pass_at_k(n, sum(sampled_ok[i * n:(i + 1) * n]), k)
+                  for i in range(len(problems))]
+        metrics[f"pass@{k}"] = round(sum(scores) / len(scores), 6)
+    return metrics, {"evaluate/tokens_per_s": round(sampler.tokens_per_s, 1)}
