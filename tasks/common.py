@@ -164,7 +164,7 @@ def _run_logged(name: str, base: PipelineConfig, cfg: PipelineConfig, layout: La
         if it is None:
             tracking.log_warm_start(cfg, layout)
         else:
-            tracking.log_iteration(cfg, layout, it)
+            tracking.log_iteration(cfg, layout, it, base=base)
         timing["tracking_seconds"] = round(time.perf_counter() - t1, 3)
         write_json(timing_file(folder, name), timing)
     log.info("%s done: %s %s", name, json.dumps(stats, sort_keys=True), json.dumps(timing))
