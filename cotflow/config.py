@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from cotflow.algorithm_config import Algorithm
 from cotflow.config_types import (
@@ -310,8 +310,10 @@ def _validate(raw: Any, where: str) -> PipelineConfig:
         raise ConfigError(_format_error(err, where)) from None
 
 
-def load_params(path: str | Path = "params.yaml") -> PipelineConfig:
-    """Read and validate params.yaml; raise ConfigError naming the offending key."""
+def read_params(path: str | Path = "params.yaml") -> PipelineConfig:
+    """Read and validate params.yaml once, without applying any iteration's overrides (a
+    stage resolves only its own: `read_params(p).for_iteration(key)`); raise ConfigError
+    naming the offending key."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such params file")
@@ -319,13 +321,19 @@ def load_params(path: str | Path = "params.yaml") -> PipelineConfig:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
-    cfg = _validate(raw, str(path))
+    return _validate(raw, str(path))
+
+
+def load_params(path: str | Path = "params.yaml") -> PipelineConfig:
+    """`read_params`, then every iteration's overrides applied and validated once: for what
+    must refuse bad input before anything runs (`cotflow run`, `preset`, `deploy`)."""
+    cfg = read_params(path)
     cfg.validate_overrides()
     return cfg
 
 
-def flatten(cfg: PipelineConfig) -> dict[str, str]:
-    """Dotted key -> value, for logging params once to MLflow."""
+def flatten(cfg: BaseModel) -> dict[str, str]:
+    """Dotted key -> value of a config or one of its sections, for MLflow params."""
     out: dict[str, str] = {}
 
     def walk(prefix: str, value: Any) -> None:

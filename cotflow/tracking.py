@@ -4,7 +4,9 @@ The parent is the run that `cotflow run` opened (COTFLOW_PARENT_RUN_ID, passed d
 DVC stages it starts). Under a plain `dvc repro` there is no such run, so the parent is the
 one of this workspace and params.yaml content (tag cotflow.pipeline_key), made on first use:
 a changed parameter starts a new parent, a resumed run continues the old one.
-Params are logged once, flattened; metrics carry step = iteration (0 = warm start).
+The parent logs params.yaml as written (the shared settings, overrides unapplied); each child
+logs the settings its iteration ran with, under the same dotted names. Metrics carry
+step = iteration (0 = warm start).
 """
 
 from __future__ import annotations
@@ -22,6 +24,14 @@ from cotflow.layout import STAGES, IterationLayout, Layout, stats_file, timing_f
 from cotflow.records import read_json
 
 PARENT_ENV = "COTFLOW_PARENT_RUN_ID"
+SUPERSEDED = "cotflow.superseded_by"
+MAX_PARAM_VALUE = 6000  # MLflow refuses longer param values
+# Not logged per iteration: `iterations` is the pipeline's shape, not a setting of one
+# iteration (the child's `algorithm` names its entry); serving, store and tracking say where
+# things run and are recorded, not what is computed (DVC tracks none of them), so they
+# cannot explain a difference between iterations. `algorithms` is logged for the
+# iteration's own entry only.
+CHILD_SKIPS = frozenset({"iterations", "serving", "store", "tracking", "algorithms"})
 
 
 def tracking_uri(cfg: PipelineConfig, root: Path) -> str:
@@ -77,13 +87,32 @@ def start_parent(cfg: PipelineConfig, root: Path, *, run_name: str | None = None
     tags = {"cotflow.pipeline_key": pipeline_key(root), "cotflow.kind": "pipeline",
             "mlflow.source.git.commit": git_commit(root), "cotflow.workspace": str(root)}
     run = client.create_run(exp_id, run_name=run_name or "pipeline", tags=tags)
+    _log_params(client, run.info.run_id, _param_names(flatten(cfg)))
+    return run.info.run_id
+
+
+def _param_names(flat: dict[str, str]) -> dict[str, str]:
+    return {mlflow_key(k): v[:MAX_PARAM_VALUE] for k, v in flat.items()}
+
+
+def _log_params(client, run_id: str, params: dict[str, str]) -> None:
     from mlflow.entities import Param
 
-    items = sorted((mlflow_key(k), v) for k, v in flatten(cfg).items())
+    items = sorted(params.items())
     for i in range(0, len(items), 100):  # log_batch takes at most 100 params
-        client.log_batch(run.info.run_id,
-                         params=[Param(k, v[:6000]) for k, v in items[i:i + 100]])
-    return run.info.run_id
+        client.log_batch(run_id, params=[Param(k, v) for k, v in items[i:i + 100]])
+
+
+def iteration_params(cfg: PipelineConfig, key: str) -> dict[str, str]:
+    """The MLflow params of iteration `key`'s child run: every setting of `cfg` (its resolved
+    config, `base.for_iteration(key)`) under params.yaml's dotted names, `algorithm` and
+    `kind`, and `algorithms.<name>.<setting>` of its own algorithm entry."""
+    name = cfg.iterations[key].algorithm
+    entry = cfg.algorithms[name]
+    flat = {k: v for k, v in flatten(cfg).items() if k.split(".")[0] not in CHILD_SKIPS}
+    flat |= {f"algorithms.{name}.{k}": v for k, v in flatten(entry).items()}
+    flat |= {"algorithm": name, "kind": entry.kind}
+    return _param_names(flat)
 
 
 def resolve_parent(cfg: PipelineConfig, root: Path, client, exp_id: str) -> str:
@@ -184,25 +213,58 @@ def _log_budget(client, run_id: str, it: IterationLayout) -> None:
     client.log_artifact(run_id, str(it.budget), "allocation")
 
 
-def log_iteration(cfg: PipelineConfig, layout: Layout, it: IterationLayout) -> str:
-    """Log iteration `it` as a child run of the pipeline's parent; return the child's id."""
-    client, exp_id = _client(cfg, layout.root)
-    parent = resolve_parent(cfg, layout.root, client, exp_id)
+def _changed(logged: dict[str, str], params: dict[str, str]) -> bool:
+    """Whether a run that logged `logged` cannot take `params`: a value differs, or it shows
+    a setting this run no longer has. Missing ones are fine: they are simply logged."""
+    return any(logged.get(k, v) != v for k, v in params.items()) or bool(
+        logged.keys() - params.keys())
+
+
+def _iteration_child(client, exp_id: str, parent: str, key: str,
+                     params: dict[str, str], tags: dict[str, str]) -> str:
+    """The child run of iteration `key` under `parent` that can hold `params`: the current
+    one when its settings agree (a rerun updates its child), else a new one.
+
+    MLflow params are immutable, and a child's metrics must sit beside the settings that
+    produced them: so a changed setting starts a new child, and the old one, with its own
+    settings and metrics, is kept and tagged `cotflow.superseded_by` the new one's id.
+    """
+    found = client.search_runs(
+        [exp_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent}' and "
+        f"tags.`cotflow.iteration` = '{key}'", order_by=["attributes.start_time DESC"])
+    current = next((r for r in found if SUPERSEDED not in r.data.tags), None)
+    if current is not None and not _changed(current.data.params, params):
+        run_id = current.info.run_id
+        for name, value in tags.items():
+            client.set_tag(run_id, name, value)
+        params = {k: v for k, v in params.items() if k not in current.data.params}
+    elif current is None:
+        run_id = client.create_run(exp_id, run_name=f"iter-{key}", tags=tags).info.run_id
+    else:
+        old = current.info.run_id
+        run_id = client.create_run(exp_id, run_name=f"iter-{key}",
+                                   tags={**tags, "cotflow.supersedes": old}).info.run_id
+        client.set_tag(old, SUPERSEDED, run_id)
+    _log_params(client, run_id, params)
+    return run_id
+
+
+def log_iteration(cfg: PipelineConfig, layout: Layout, it: IterationLayout, *,
+                  base: PipelineConfig) -> str:
+    """Log iteration `it` as a child run of the pipeline's parent; return the child's id.
+
+    `cfg` is the iteration's resolved config (what its stages ran with: the child logs it),
+    `base` the one params.yaml states (a parent made here logs that).
+    """
+    client, exp_id = _client(base, layout.root)  # where the parent is, whatever overrides say
+    parent = resolve_parent(base, layout.root, client, exp_id)
     step = int(it.key)
     tags = {"mlflow.parentRunId": parent, "cotflow.iteration": it.key,
             "cotflow.algorithm": cfg.iterations[it.key].algorithm,
             "mlflow.source.git.commit": git_commit(layout.root),
             **dvc_stage_hashes(layout.root, it.key)}
-    # A rerun of the iteration under the same parent updates its child: one child per iteration.
-    found = client.search_runs(
-        [exp_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent}' and "
-        f"tags.`cotflow.iteration` = '{it.key}'", max_results=1)
-    if found:
-        run_id = found[0].info.run_id
-        for key, value in tags.items():
-            client.set_tag(run_id, key, value)
-    else:
-        run_id = client.create_run(exp_id, run_name=f"iter-{it.key}", tags=tags).info.run_id
+    run_id = _iteration_child(client, exp_id, parent, it.key, iteration_params(cfg, it.key),
+                              tags)
     metrics = collect_iteration(it)
     for i in range(0, len(metrics), 500):
         chunk = dict(list(metrics.items())[i:i + 500])

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from cotflow import faults
-from cotflow.config import PipelineConfig, load_params
+from cotflow.config import PipelineConfig, load_params, read_params
 from cotflow.layout import (
     STAGES,
     IterationLayout,
@@ -71,24 +71,16 @@ def run_stage(name: str, iteration: str | None, root: Path, params: Path) -> dic
     if name not in ALL_STAGES:
         raise ValueError(f"unknown stage {name!r} (have {', '.join(ALL_STAGES)})")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    cfg = load_params(params)
+    base, it_cfg, key = stage_config(name, iteration, params)
     layout = Layout(root)
-    if name == "prepare":
-        if iteration is not None:
-            raise ValueError("prepare takes no --iteration")
-        it_cfg, it, folder = cfg, None, layout.base
-    else:
-        if iteration is None:
-            raise ValueError(f"stage {name} needs --iteration")
-        key = normalize_key(iteration)
-        it_cfg, it = cfg.for_iteration(key), iteration_layout(cfg, root, key)
-        folder = it.dir
+    it = None if key is None else iteration_layout(base, root, key)
+    folder = layout.base if it is None else it.dir
     faults.enter_stage(name if it is None else f"{name}@{it.key}")
     _check_backends(name, it_cfg)
     handler = _log_to_file(log_file(folder, name))
     try:
         faults.point("start")
-        return _run_logged(name, it_cfg, layout, it, folder)
+        return _run_logged(name, base, it_cfg, layout, it, folder)
     except Exception:
         # The trace goes to the stage's log file; the console gets the CLI's one-line error.
         handler.stream.write(f"stage {name} failed:\n{traceback.format_exc()}")
@@ -96,6 +88,27 @@ def run_stage(name: str, iteration: str | None, root: Path, params: Path) -> dic
     finally:
         logging.getLogger().removeHandler(handler)
         handler.close()
+
+
+def stage_config(name: str, iteration: str | None, params: Path
+                 ) -> tuple[PipelineConfig, PipelineConfig, str | None]:
+    """(base config, the config the stage runs with, its iteration key or None for prepare).
+
+    An iteration's stage validates params.yaml once and its own iteration's overrides once;
+    other iterations' overrides are their own stages' business.
+    """
+    if name == "prepare":
+        if iteration is not None:
+            raise ValueError("prepare takes no --iteration")
+        # Every iteration's overrides too: prepare starts every pipeline, so a bad override
+        # in the last iteration is refused before the warm start rather than hours later.
+        cfg = load_params(params)
+        return cfg, cfg, None
+    if iteration is None:
+        raise ValueError(f"stage {name} needs --iteration")
+    key = normalize_key(iteration)
+    base = read_params(params)
+    return base, base.for_iteration(key), key
 
 
 def _check_backends(name: str, cfg: PipelineConfig) -> None:
@@ -120,8 +133,8 @@ def _log_to_file(path: Path) -> logging.Handler:
     return handler
 
 
-def _run_logged(name: str, cfg: PipelineConfig, layout: Layout, it: IterationLayout | None,
-                folder: Path) -> dict[str, Any]:
+def _run_logged(name: str, base: PipelineConfig, cfg: PipelineConfig, layout: Layout,
+                it: IterationLayout | None, folder: Path) -> dict[str, Any]:
     module = importlib.import_module(f"tasks.{name}")
     t0 = time.perf_counter()
     if name in MODEL_STAGES:
@@ -147,7 +160,7 @@ def _run_logged(name: str, cfg: PipelineConfig, layout: Layout, it: IterationLay
         if it is None:
             tracking.log_warm_start(cfg, layout)
         else:
-            tracking.log_iteration(cfg, layout, it)
+            tracking.log_iteration(cfg, layout, it, base=base)
         timing["tracking_seconds"] = round(time.perf_counter() - t1, 3)
         write_json(timing_file(folder, name), timing)
     log.info("%s done: %s %s", name, json.dumps(stats, sort_keys=True), json.dumps(timing))

@@ -5,7 +5,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cotflow.config import ConfigError, flatten, load_params
+from cotflow.config import ConfigError, PipelineConfig, flatten, load_params, read_params
+from cotflow.presets import POLICY_GRADIENT_LR
+from tasks.common import stage_config
+from tests.conftest import micro_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -165,3 +168,62 @@ def test_gvm_presets(tmp_path, preset, algorithm, n):
         assert it.train.dedup is (algorithm != "raft++")
     with pytest.raises(ConfigError, match="unknown"):
         apply_preset(params, ["nope"])
+
+
+def _preset_params(tmp_path: Path, presets: list[str] | None = None, **overrides: dict) -> Path:
+    """The micro params with iteration overrides, then `cotflow preset PRESETS` applied."""
+    from cotflow.presets import apply_preset
+
+    raw = micro_params()
+    for key, values in overrides.items():
+        raw["iterations"][key]["overrides"] = values
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    if presets:
+        apply_preset(path, presets)
+    return path
+
+
+@pytest.fixture
+def validations(monkeypatch) -> list[dict]:
+    """What each PipelineConfig.model_validate call from here on got (the real one runs)."""
+    calls: list[dict] = []
+    real = PipelineConfig.model_validate
+
+    def counting(raw, *args, **kwargs):
+        calls.append(raw)
+        return real(raw, *args, **kwargs)
+
+    monkeypatch.setattr(PipelineConfig, "model_validate", counting)
+    return calls
+
+
+def test_a_stage_validates_the_base_and_its_own_overrides_once(tmp_path, validations):
+    params = _preset_params(tmp_path, ["grpo", "grpo", "grpo"])  # every iteration has overrides
+    validations.clear()
+    base, cfg, key = stage_config("train", "2", params)
+    assert key == "002" and len(validations) == 2  # was 1 + 3 + 1
+    assert cfg.train.lr == POLICY_GRADIENT_LR and base.train.lr == micro_params()["train"]["lr"]
+
+    validations.clear()
+    stage_config("prepare", None, params)  # prepare checks every iteration up front
+    assert len(validations) == 4
+    validations.clear()
+    load_params(params)
+    assert len(validations) == 4
+
+
+def test_an_iteration_without_overrides_validates_once(tmp_path, validations):
+    params = _preset_params(tmp_path)
+    validations.clear()
+    base, cfg, _ = stage_config("verify", "001", params)
+    assert cfg is base and len(validations) == 1
+
+
+def test_a_stage_refuses_its_own_bad_override(tmp_path):
+    params = _preset_params(tmp_path, **{"002": {"train": {"lr": "fast"}}})
+    with pytest.raises(ConfigError, match=r"iterations\.002\.overrides: train\.lr"):
+        stage_config("train", "002", params)
+    with pytest.raises(ConfigError, match="iteration '009' is not in params.yaml"):
+        stage_config("train", "9", params)
+    assert read_params(params).train.lr == micro_params()["train"]["lr"]

@@ -177,7 +177,11 @@ def test_mlflow_parent_and_child_runs(repro_ws):
     children = sorted((r for r in runs if r.data.tags.get("mlflow.parentRunId")
                        == parent.info.run_id), key=lambda r: r.data.tags["cotflow.iteration"])
     assert [c.data.tags["cotflow.iteration"] for c in children] == ["001", "002"]
+    algorithms = [micro_params()["iterations"][k]["algorithm"] for k in ("001", "002")]
+    assert [(c.data.params["algorithm"], c.data.params["kind"]) for c in children] == [
+        (a, a) for a in algorithms]  # raft, raft++: entries named as their kind
     for child in children:
+        assert child.data.params["train.lr"] == str(micro_params()["train"]["lr"])
         assert "evaluate/accuracy" in child.data.metrics
         assert "train/loss" in child.data.metrics and "sample/tokens_per_s" in child.data.metrics
         assert f"dvc/train/{child.data.tags['cotflow.iteration']}" in child.data.tags

@@ -1,0 +1,111 @@
+"""Each iteration's MLflow child run logs the settings it ran with; the parent keeps
+params.yaml's. Through the real MLflow client on a sqlite store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from cotflow.config import PipelineConfig, flatten, read_params
+from cotflow.layout import Layout, stats_file
+from cotflow.presets import apply_preset
+from cotflow.records import write_json
+from cotflow.tracking import PARENT_ENV, SUPERSEDED, log_iteration, mlflow_key, start_parent
+from tasks.common import iteration_layout, stage_config
+from tests.conftest import micro_params
+
+
+def _params(tmp_path: Path, presets: list[str] | None = None, **overrides: dict) -> Path:
+    """Micro params with MLflow in `tmp_path`, then `cotflow preset PRESETS` applied."""
+    raw = micro_params()
+    raw["tracking"]["uri"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    for key, values in overrides.items():
+        raw["iterations"][key]["overrides"] = values
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    if presets:
+        apply_preset(path, presets)
+    return path
+
+
+def _iteration_files(root: Path, base: PipelineConfig, key: str) -> None:
+    """What an iteration's stages leave for tracking: stats, metrics and the plot."""
+    it = iteration_layout(base, root, key)
+    write_json(stats_file(it.dir, "train"), {"loss": 0.5, "examples": 64})
+    write_json(it.metrics, {"accuracy": 0.25, "pass@1": 0.25})
+    it.plot.write_bytes(b"\x89PNG\r\n\x1a\n")
+
+
+def _log(root: Path, params: Path, key: str) -> str:
+    """What tasks/common.py does after an iteration's evaluate stage."""
+    base, cfg, key = stage_config("evaluate", key, params)
+    _iteration_files(root, base, key)
+    return log_iteration(cfg, Layout(root), iteration_layout(base, root, key), base=base)
+
+
+def _client(tmp_path: Path):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    return client, client.get_experiment_by_name("cotflow").experiment_id
+
+
+def test_child_runs_log_their_iterations_settings(tmp_path, monkeypatch):
+    monkeypatch.delenv(PARENT_ENV, raising=False)
+    params = _params(tmp_path, ["grpo", "grpo"])  # what `cotflow preset grpo -n 2` writes
+    children = [_log(tmp_path, params, key) for key in ("001", "002")]
+    client, exp_id = _client(tmp_path)
+    runs = {r.info.run_id: r for r in client.search_runs([exp_id])}
+    base = read_params(params)
+
+    parent_id = runs[children[0]].data.tags["mlflow.parentRunId"]
+    assert runs[children[1]].data.tags["mlflow.parentRunId"] == parent_id
+    parent = runs[parent_id].data.params
+    # The parent (made by the first child here) keeps params.yaml as written, all of it:
+    # more than log_batch's 100 params per call.
+    assert len(parent) == len(flatten(base)) > 100
+    assert parent["train.lr"] == str(micro_params()["train"]["lr"])
+    assert parent["allocate.n"] == "4"
+
+    for run_id in children:
+        child = runs[run_id].data.params
+        assert child["train.lr"] == "1e-05" and child["allocate.n"] == "8"
+        assert child["allocate.prompts_per_iteration"] == "8"
+        assert child["algorithm"] == "grpo" and child["kind"] == "grpo"
+        assert child["algorithms.grpo.kl_coef"] == str(base.algorithms["grpo"].kl_coef)
+        assert child["sample.temperature"] == str(base.sample.temperature)
+        assert not [k for k in child if k.startswith(
+            ("iterations.", "serving.", "store.", "tracking.", "algorithms.raft"))]
+        assert runs[run_id].data.metrics["train/loss"] == 0.5
+    assert len(runs) == 3
+
+
+def test_raft_plus_plus_names_and_a_changed_setting_gets_a_new_child(tmp_path, monkeypatch):
+    params = _params(tmp_path, ["raft++"])
+    base = read_params(params)
+    monkeypatch.setenv(PARENT_ENV, start_parent(base, tmp_path))  # as `cotflow run` does
+    first = _log(tmp_path, params, "001")
+    assert _log(tmp_path, params, "001") == first  # a plain rerun updates its child
+    client, exp_id = _client(tmp_path)
+    logged = client.get_run(first).data.params
+    assert logged["algorithm"] == "raft++" and logged["kind"] == "raft++"
+    assert logged[mlflow_key("algorithms.raft++.clip_eps")] == "0.2"
+    assert "algorithms.raft_plus_plus.clip_eps" in logged
+
+    # The same iteration under the same parent with a changed setting: MLflow params are
+    # immutable, so a new child holds it and the old one says it was superseded.
+    raw = yaml.safe_load(params.read_text())
+    raw["iterations"]["001"]["overrides"]["train"]["lr"] = 2.0e-5
+    params.write_text(yaml.safe_dump(raw, sort_keys=False))
+    second = _log(tmp_path, params, "001")
+    assert second != first
+    assert client.get_run(first).data.tags[SUPERSEDED] == second
+    assert client.get_run(first).data.params["train.lr"] == "1e-05"
+    new = client.get_run(second)
+    assert new.data.params["train.lr"] == "2e-05"
+    assert new.data.tags["cotflow.supersedes"] == first
+    assert new.data.metrics["evaluate/accuracy"] == 0.25
+    assert _log(tmp_path, params, "001") == second  # the new child is the current one
+    children = client.search_runs([exp_id], "tags.`cotflow.iteration` = '001'")
+    assert len(children) == 2
