@@ -68,8 +68,11 @@ def run(cfg: PipelineConfig, layout: Layout,
     model, tokenizer = load_policy(it.prev_policy, for_training=True)
     max_len = context_length(model, cfg)
     pad_id = tokenizer.pad_token_id
-    plan = recipe_for(algo.kind).plan(algo, Inputs(
-        rollouts=rows, judgements=read_table(it.judgements, "judgements"),
+    recipe = recipe_for(algo.kind)
+    # Only a recipe that judges reads the judge stage's pairs.
+    judgements = read_table(it.judgements, "judgements") if recipe.judge else {}
+    plan = recipe.plan(algo, Inputs(
+        rollouts=rows, judgements=judgements,
         max_new_tokens=cfg.sample.max_new_tokens, dedup=t.dedup,
         services=StageServices(cfg, model, pad_id, max_len)))
     stats = {"algorithm": cfg.iterations[it.key].algorithm, "kind": algo.kind, **plan.stats,

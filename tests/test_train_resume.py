@@ -38,7 +38,8 @@ def seed_ws(tmp_path_factory) -> Path:
     ws = tmp_path_factory.mktemp("train-seed")
     raw = micro_params(tracking={"enabled": False},
                        train={"checkpoint_every": STEPS_PER_CKPT, "epochs": 2,
-                              "micro_batch_size": 2, "warmup_steps": 4})
+                              "mini_batch_size": 2, "micro_batch_size": 2,
+                              "warmup_steps": 4})
     raw["iterations"]["001"]["algorithm"] = "raft++"  # the clipped surrogate's old log-probs
     (ws / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     cfg = load_params(ws / "params.yaml")
