@@ -21,7 +21,7 @@ set up to do the same work per iteration:
     train.micro_batch_size         = per_device_train_batch_size
     reference = iteration's start  = sync_ref_model, mixup α = 1, every iteration's steps
     grpo: seq-mean-token-mean      = loss_type "grpo"; sample std = scale_rewards "group"
-    verify stage (check_steps)     = the reward (cotflow/verify/rewards.py `grade_rewards`)
+    verify stage (check_steps)     = the reward (cotflow/verify/scoring.py `grade_rewards`)
 
 and is evaluated by a callback after each generation batch's last optimizer step; that time
 (saving the policy plus evaluate_policy) is excluded from TRL's training time. Differences that

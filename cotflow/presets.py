@@ -43,7 +43,10 @@ PRESETS: dict[str, tuple[str, bool, dict[str, dict[str, Any]]]] = {
     "dr-grpo": ("dr-grpo", True, {}),
     "dapo": ("dapo", True, {"sample": {"dynamic_sampling_rounds": 2}}),
     "seed-grpo": ("seed-grpo", True, {}),
-    "nft": ("nft", True, {"train": {"weight_decay": 0.1}}),  # the NFT scripts' AdamW
+    # NFT trains on mixed groups only and refills as DAPO does (specs/algorithms-a.md §4.4),
+    # with the NFT scripts' AdamW weight decay.
+    "nft": ("nft", True, {"sample": {"dynamic_sampling_rounds": 2},
+                          "train": {"weight_decay": 0.1}}),
     "dpo": ("dpo", True, {}),
     # GVM (specs/algorithms-a.md §1): the same budget, spent per prompt where it lowers the
     # gradient's variance most, after a probe of allocate.gvm.probe_n samples per prompt.
@@ -53,11 +56,15 @@ PRESETS: dict[str, tuple[str, bool, dict[str, dict[str, Any]]]] = {
 
 
 def regime(algorithm: str, budget: int) -> dict[str, Any]:
-    """The train overrides that give `algorithm` its paper's steps per rollout batch."""
+    """The train overrides that give `algorithm` its paper's steps per rollout batch, at a
+    constant learning rate: the papers warm up once per run, and a per-iteration warmup
+    would leave a 1-step iteration at a tenth of its rate."""
     if algorithm == "dpo":
-        return {"epochs": 1, "mini_batch_size": DPO_PAIRS_PER_STEP, "lr": LR["dpo"]}
+        return {"epochs": 1, "mini_batch_size": DPO_PAIRS_PER_STEP, "lr": LR["dpo"],
+                "warmup_steps": 0}
     steps = PAPER_STEPS[algorithm]
-    return {"epochs": 1, "mini_batch_size": math.ceil(budget / steps), "lr": LR[algorithm]}
+    return {"epochs": 1, "mini_batch_size": math.ceil(budget / steps), "lr": LR[algorithm],
+            "warmup_steps": 0}
 
 
 def iterations_for(cfg: PipelineConfig, names: list[str]) -> dict[str, dict[str, Any]]:

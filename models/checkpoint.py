@@ -2,8 +2,8 @@
 
 Every N optimizer steps the loop saves what it needs to continue as if never stopped:
 weights, optimizer state, its step count (the LR schedule is a function of it), the torch
-and python RNG states, the number of micro-batches consumed (the batch generator is
-deterministic given its seed, so a resumed run skips that many) and its running sums.
+and python RNG states and its running sums. The step plan is deterministic given its seed,
+so a resumed run skips the optimizer steps already taken.
 One file, written atomically, so a kill leaves the previous checkpoint intact.
 
 The file lives in a hidden folder of the stage's own folder (``.ckpt/``: not a DVC output,

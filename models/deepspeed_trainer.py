@@ -184,9 +184,10 @@ def _rank_main(job_dir: Path) -> None:
         step_loss = 0.0
         for mine in step[rank]:
             # A rank with no example in this slot still steps in time with the others: it
-            # runs one example of the step at weight 0.
+            # runs a micro-batch of the step (whole units: a DPO pair stays a pair) at
+            # weight 0.
             empty = not mine
-            idx = mine or [step[0][0][0]]
+            idx = mine or next(m for share in step for m in share if m)
             batch = collate([encoded[i] for i in idx], idx, pad_id)
             for name in ("input_ids", "attention_mask", "response_mask"):
                 setattr(batch, name, getattr(batch, name).to(device))
@@ -220,11 +221,38 @@ def _rank_main(job_dir: Path) -> None:
                  micro_batches=int(n_micro),
                  tokens_per_s=float(packed[len(keys)]) / seconds if seconds else 0.0,
                  seconds=seconds, ranks=world, loss_curve=losses)
-    with deepspeed.zero.GatheredParameters(list(engine.module.parameters())):
-        if rank == 0:
-            engine.module.save_pretrained(job_dir / "out")
-            (job_dir / "result.json").write_text(json.dumps(stats))
+    if ds["bf16"]:
+        _save_fp32_master(engine, job_dir, rank)
+    else:
+        with deepspeed.zero.GatheredParameters(list(engine.module.parameters())):
+            if rank == 0:
+                engine.module.save_pretrained(job_dir / "out")
+    if rank == 0:
+        (job_dir / "result.json").write_text(json.dumps(stats))
     dist.barrier()
+
+
+def _save_fp32_master(engine, job_dir: Path, rank: int) -> None:
+    """Under bf16 the module holds rounded weights and the optimizer the fp32 master copy:
+    an update of lr ~1e-6 is below bf16's spacing, so the module's weights would lose it.
+    Save the master weights instead (every rank gathers: a collective under ZeRO)."""
+    import torch
+    from deepspeed.utils import safe_get_full_fp32_param
+    from transformers import AutoModelForCausalLM
+
+    full = {}
+    for name, param in engine.module.named_parameters():
+        value = safe_get_full_fp32_param(param)
+        if value is None:  # no master copy for this parameter: the module's is exact
+            value = param.detach().float()
+        full[name] = value.cpu()
+    if rank == 0:
+        model = AutoModelForCausalLM.from_pretrained(job_dir / "in", dtype=torch.float32)
+        missing, unexpected = model.load_state_dict(full, strict=False)
+        if unexpected or any(not k.endswith("lm_head.weight") for k in missing):
+            raise RuntimeError(f"fp32 master weights do not fit the model: missing {missing}, "
+                               f"unexpected {unexpected}")
+        model.save_pretrained(job_dir / "out")
 
 
 if __name__ == "__main__":

@@ -2,8 +2,8 @@
 
 g(y) = ‖∂/∂W [−Σ_{t∈response} log π(y_t | x, y_<t)]‖₂ for each sample, where W is the set of
 parameter tensors whose names contain one of `param_names` (default `embed_tokens`: the
-paper's choice). The loss is a sum over response tokens (not length-normalised) and counts
-the <eos> that training appends.
+paper's choice). The loss is a sum over the sampled completion tokens (not
+length-normalised), the <eos> included when the model produced one, as training sees them.
 
 Fast path, when W is exactly the input-embedding matrix: one batched forward/backward of the
 summed per-sample losses. Samples in a batch do not interact (padding is masked), so the

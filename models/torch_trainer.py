@@ -213,14 +213,18 @@ def stage_start_logprobs(model, pad_id: int, examples: Sequence[Example], *,
     return out
 
 
-def _padded(per_example: Sequence[torch.Tensor] | None, index: list[int], width: int,
-            device: torch.device) -> torch.Tensor | None:
-    """Per-example token values, right-padded to `width`, for the rows of a batch."""
+def _padded(per_example: Sequence[torch.Tensor] | None, index: list[int],
+            fill: torch.Tensor) -> torch.Tensor | None:
+    """Per-example token log-probs for the rows of a batch, padded with `fill`'s values
+    (the policy's own, detached): a ratio or KL term at a padding position is then 1 or 0
+    instead of exp(0 − log π), whose gradient overflows to nan under the mask."""
     if per_example is None:
         return None
-    pad = torch.nn.functional.pad
-    return torch.stack([pad(per_example[i], (0, width - len(per_example[i])))
-                        for i in index]).to(device)
+    out = fill.detach().clone()
+    for row, i in enumerate(index):
+        values = per_example[i][: out.shape[1]]
+        out[row, : len(values)] = values.to(out.device)
+    return out
 
 
 def _extras(examples: Sequence[Example], batch: Batch, width: int,
@@ -254,8 +258,8 @@ def objective_loss(model, objective: Objective, batch: Batch, size: StepSize,
         logprobs=logprobs, logits=logits, mask=batch.response_mask.to(device),
         advantages=torch.tensor([examples[i].advantage for i in batch.index],
                                 dtype=torch.float32, device=device),
-        step=size, old_logprobs=_padded(old, batch.index, width, device),
-        ref_logprobs=_padded(ref, batch.index, width, device),
+        step=size, old_logprobs=_padded(old, batch.index, logprobs),
+        ref_logprobs=_padded(ref, batch.index, logprobs),
         extras=_extras(examples, batch, width, device)))
 
 

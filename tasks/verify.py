@@ -5,7 +5,7 @@ per-answer time limit. Output: verdicts.parquet (verdict, reward, extracted answ
 `verify.check_steps` a correct answer reached through a wrong `x op y = z` step earns 0: on
 the built-in task a tiny model often lands on the right number through two errors that
 cancel, and training on such samples teaches it wrong arithmetic. The grading itself is
-cotflow/verify/rewards.py's, shared with allocate's GVM probe and sample's refill.
+cotflow/verify/scoring.py's, shared with allocate's GVM probe and sample's refill.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ from cotflow.config import load_params
 from cotflow.layout import Layout
 from cotflow.presets import PRESETS, apply_preset
 from cotflow.records import read_json, read_table, rows_of, write_table
+from cotflow.verify.rewards import is_correct
 from cotflow.workspace import make_workspace
 from tasks.common import iteration_layout, run_stage
 from tests.conftest import micro_params, sample_row
@@ -108,7 +109,7 @@ def test_dpo_pairs_are_correct_over_incorrect(ws):
     per_prompt: dict[str, int] = {}
     for pid, c, r in zip(pairs["prompt_id"], pairs["chosen_idx"], pairs["rejected_idx"],
                          strict=True):
-        assert reward[(pid, c)] > 0 >= reward[(pid, r)]
+        assert is_correct(reward[(pid, c)]) and not is_correct(reward[(pid, r)])
         per_prompt[pid] = per_prompt.get(pid, 0) + 1
     assert max(per_prompt.values()) <= 2
 

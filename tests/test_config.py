@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from cotflow.config import ConfigError, PipelineConfig, flatten, load_params, read_params
-from cotflow.presets import POLICY_GRADIENT_LR
+from cotflow.presets import LR
 from tasks.common import stage_config
 from tests.conftest import micro_params
 
@@ -164,8 +164,8 @@ def test_gvm_presets(tmp_path, preset, algorithm, n):
         assert it.allocate.method == "gvm" and it.allocate.gvm.probe_n == 8
         assert it.algorithm(key).kind == algorithm and it.allocate.n == n
         assert it.allocate.budget == cfg.allocate.n * cfg.allocate.prompts_per_iteration
-        assert it.train.lr == 1.0e-5
-        assert it.train.dedup is (algorithm != "raft++")
+        assert it.train.lr == LR[algorithm] and it.train.warmup_steps == 0
+        assert it.train.epochs == 1 and it.train.mini_batch_size == 8 * 1024 // 4  # 4 steps
     with pytest.raises(ConfigError, match="unknown"):
         apply_preset(params, ["nope"])
 
@@ -203,7 +203,7 @@ def test_a_stage_validates_the_base_and_its_own_overrides_once(tmp_path, validat
     validations.clear()
     base, cfg, key = stage_config("train", "2", params)
     assert key == "002" and len(validations) == 2  # was 1 + 3 + 1
-    assert cfg.train.lr == POLICY_GRADIENT_LR and base.train.lr == micro_params()["train"]["lr"]
+    assert cfg.train.lr == LR["grpo"] and base.train.lr == micro_params()["train"]["lr"]
 
     validations.clear()
     stage_config("prepare", None, params)  # prepare checks every iteration up front

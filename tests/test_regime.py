@@ -145,9 +145,9 @@ def test_dapo_and_the_refill_count_the_same_groups():
 # 4. RAFT++ carries the k3 KL term (0.001 by default, as Minimal-RL and GVM).
 def test_raft_plus_plus_has_k3_kl_at_0_001():
     s = _settings("raft++")
-    assert s.kl_coef == pytest.approx(1e-3) and s.reference == "prev"
+    assert s.kl_coef == pytest.approx(1e-3) and s.reference == "base"  # the frozen start
     plan = _plan("raft++", [_rollout("a", 0, 1.0, (3, EOS)), _rollout("a", 1, 0.0, (4, EOS))])
-    assert plan.reference == "prev" and [ex.advantage for ex in plan.examples] == [1.0, 0.0]
+    assert plan.reference == "base" and [ex.advantage for ex in plan.examples] == [1.0, 0.0]
     lp = torch.tensor([[-1.0, -2.0], [-0.5, -1.5]], requires_grad=True)
     ref = torch.tensor([[-1.5, -2.0], [-0.5, -0.5]])
     mask = torch.ones(2, 2)

@@ -9,7 +9,7 @@ import yaml
 
 from cotflow.config import PipelineConfig, flatten, read_params
 from cotflow.layout import Layout, stats_file
-from cotflow.presets import apply_preset
+from cotflow.presets import LR, apply_preset
 from cotflow.records import write_json
 from cotflow.tracking import PARENT_ENV, SUPERSEDED, log_iteration, mlflow_key, start_parent
 from tasks.common import iteration_layout, stage_config
@@ -70,7 +70,7 @@ def test_child_runs_log_their_iterations_settings(tmp_path, monkeypatch):
 
     for run_id in children:
         child = runs[run_id].data.params
-        assert child["train.lr"] == "1e-05" and child["allocate.n"] == "8"
+        assert child["train.lr"] == str(LR["grpo"]) and child["allocate.n"] == "8"
         assert child["allocate.prompts_per_iteration"] == "8"
         assert child["algorithm"] == "grpo" and child["kind"] == "grpo"
         assert child["algorithms.grpo.kl_coef"] == str(base.algorithms["grpo"].kl_coef)
@@ -96,14 +96,14 @@ def test_raft_plus_plus_names_and_a_changed_setting_gets_a_new_child(tmp_path, m
     # The same iteration under the same parent with a changed setting: MLflow params are
     # immutable, so a new child holds it and the old one says it was superseded.
     raw = yaml.safe_load(params.read_text())
-    raw["iterations"]["001"]["overrides"]["train"]["lr"] = 2.0e-5
+    raw["iterations"]["001"]["overrides"]["train"]["lr"] = LR["raft++"] * 2
     params.write_text(yaml.safe_dump(raw, sort_keys=False))
     second = _log(tmp_path, params, "001")
     assert second != first
     assert client.get_run(first).data.tags[SUPERSEDED] == second
-    assert client.get_run(first).data.params["train.lr"] == "1e-05"
+    assert client.get_run(first).data.params["train.lr"] == str(LR["raft++"])
     new = client.get_run(second)
-    assert new.data.params["train.lr"] == "2e-05"
+    assert new.data.params["train.lr"] == str(LR["raft++"] * 2)
     assert new.data.tags["cotflow.supersedes"] == first
     assert new.data.metrics["evaluate/accuracy"] == 0.25
     assert _log(tmp_path, params, "001") == second  # the new child is the current one

@@ -57,7 +57,8 @@ def build_pairs(
     """(chosen, rejected) index pairs from verified rollouts for DPO (arXiv 2305.18290; VerIPO
     builds its pairs from GRPO rollouts, arXiv 2505.19000). prompt_ids, rewards: N each.
 
-    Rule: within each prompt, chosen ∈ {reward > 0} (correct), rejected ∈ {reward <= 0}.
+    Rule: within each prompt, chosen are the correct rollouts (cotflow.verify.rewards.is_correct),
+    rejected the others.
     Both lists are shuffled by an RNG seeded with (seed, prompt id), so a prompt's pairs do
     not depend on the other prompts in the batch. Pairs are then taken so that no sample is
     reused before every sample on its side has been used: first min(a, b) pairs with

@@ -61,10 +61,10 @@ def aggregate(
     | seq-mean-token-sum | (1/B) Σ_i Σ_t m L |
     | seq-mean-token-sum-norm | (1/B) Σ_i (Σ_t m L) / constant (Dr.GRPO, oat form) |
 
-    "seq-mean-token-sum-norm" needs `constant` (L_const, the generation budget). verl's mode
-    of the same name computes Σ_i Σ_t m L / (padded width): no 1/B, so it is B times this
-    value for a constant equal to the padded width (spec §1.3 caveat). `constant` is
-    ignored by the other modes.
+    "seq-mean-token-sum-norm" needs `constant` (L_const, the generation budget). Older verl
+    computed Σ_i Σ_t m L / (padded width), without 1/B; verl 0.9.1 divides by B too, which
+    equals this value for a constant equal to the padded width (spec §1.3, corrected).
+    `constant` is ignored by the other modes.
 
     Empty rows (no response token) count in B for the seq-mean modes and contribute 0, as
     the formulas say; an all-empty mask gives 0 for token-mean. B = 0 gives 0.

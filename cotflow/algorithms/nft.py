@@ -47,7 +47,7 @@ def r_hat_of(correct_fraction: float | torch.Tensor) -> float | torch.Tensor:
     Raises ValueError if any fraction is <= 0 or >= 1: the implicit negative policy divides
     by 1 - r̂ and a group with no positive (or no negative) sample has no NFT signal. The
     reference code asserts this after DAPO's dynamic sampling; filter such groups first
-    (`cotflow.algorithms.dapo.informative_groups`).
+    (`cotflow.rollouts.mixed_prompts`, as the nft recipe does).
     """
     frac = torch.as_tensor(correct_fraction, dtype=torch.float64)
     bad = ~((frac > 0) & (frac < 1))

@@ -14,9 +14,10 @@ module here with `RECIPE`, its line below, and its params entry.
 How methods that act at different points compose in one iteration:
 - allocation (GVM) is the allocate stage's `allocate.method`, under any recipe: recipes see
   only the rollouts it paid for;
-- rollouts added to a group (Critique-GRPO's refinements) come from the critique stage's
-  artifact and join `Inputs.rollouts` as members of their prompt's group, carrying their
-  own behaviour log-probs, so group filters and advantages see them like any rollout;
+- rollouts added to a group (Critique-GRPO's refinements, to come) are to come from the
+  critique stage's artifact and join `Inputs.rollouts` as members of their prompt's group,
+  so group filters and advantages see them like any rollout, and the recipe's objective
+  weighs them (an extra per example);
 - group filters (DAPO) and advantage scales (SEED-GRPO) are steps of the group recipe
   (grpo.py steps 2 and 4) switched by settings, so GVM × SEED × DAPO is one grpo entry
   with `semantic_entropy` and `drop_uniform_groups` set, under `allocate.method: gvm`.
