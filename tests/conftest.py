@@ -23,6 +23,20 @@ def micro_params(**section_updates: dict) -> dict:
     return raw
 
 
+def preset_params_file(path: Path, raw: dict, presets: list[str] | None = None,
+                       **overrides: dict) -> Path:
+    """`raw` params with per-iteration overrides, written to `path`, then `cotflow preset
+    PRESETS` applied to the file."""
+    from cotflow.presets import apply_preset
+
+    for key, values in overrides.items():
+        raw["iterations"][key]["overrides"] = values
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    if presets:
+        apply_preset(path, presets)
+    return path
+
+
 @cache
 def _char_tokenizer():
     from models.tokenizer import build_char_tokenizer

@@ -8,7 +8,7 @@ import yaml
 from cotflow.config import ConfigError, PipelineConfig, flatten, load_params, read_params
 from cotflow.presets import LR
 from tasks.common import stage_config
-from tests.conftest import micro_params
+from tests.conftest import micro_params, preset_params_file
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -164,7 +164,7 @@ def test_gvm_presets(tmp_path, preset, algorithm, n):
         assert it.allocate.method == "gvm" and it.allocate.gvm.probe_n == 8
         assert it.algorithm(key).kind == algorithm and it.allocate.n == n
         assert it.allocate.budget == cfg.allocate.n * cfg.allocate.prompts_per_iteration
-        assert it.train.lr == LR[algorithm] and it.train.warmup_steps == 0
+        assert it.train.lr == LR[algorithm]
         assert it.train.epochs == 1 and it.train.mini_batch_size == 8 * 1024 // 4  # 4 steps
     with pytest.raises(ConfigError, match="unknown"):
         apply_preset(params, ["nope"])
@@ -172,16 +172,7 @@ def test_gvm_presets(tmp_path, preset, algorithm, n):
 
 def _preset_params(tmp_path: Path, presets: list[str] | None = None, **overrides: dict) -> Path:
     """The micro params with iteration overrides, then `cotflow preset PRESETS` applied."""
-    from cotflow.presets import apply_preset
-
-    raw = micro_params()
-    for key, values in overrides.items():
-        raw["iterations"][key]["overrides"] = values
-    path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    if presets:
-        apply_preset(path, presets)
-    return path
+    return preset_params_file(tmp_path / "params.yaml", micro_params(), presets, **overrides)
 
 
 @pytest.fixture

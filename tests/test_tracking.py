@@ -9,24 +9,18 @@ import yaml
 
 from cotflow.config import PipelineConfig, flatten, read_params
 from cotflow.layout import Layout, stats_file
-from cotflow.presets import LR, apply_preset
+from cotflow.presets import LR
 from cotflow.records import write_json
 from cotflow.tracking import PARENT_ENV, SUPERSEDED, log_iteration, mlflow_key, start_parent
 from tasks.common import iteration_layout, stage_config
-from tests.conftest import micro_params
+from tests.conftest import micro_params, preset_params_file
 
 
 def _params(tmp_path: Path, presets: list[str] | None = None, **overrides: dict) -> Path:
     """Micro params with MLflow in `tmp_path`, then `cotflow preset PRESETS` applied."""
     raw = micro_params()
     raw["tracking"]["uri"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    for key, values in overrides.items():
-        raw["iterations"][key]["overrides"] = values
-    path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    if presets:
-        apply_preset(path, presets)
-    return path
+    return preset_params_file(tmp_path / "params.yaml", raw, presets, **overrides)
 
 
 def _iteration_files(root: Path, base: PipelineConfig, key: str) -> None:
