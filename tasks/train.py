@@ -17,7 +17,7 @@ from typing import Any
 from cotflow.config import PipelineConfig
 from cotflow.layout import IterationLayout, Layout
 from cotflow.recipes import recipe_for
-from cotflow.recipes.base import Inputs
+from cotflow.recipes.base import Example, Inputs, rollout_example
 from cotflow.records import read_table
 from cotflow.rollouts import Rollout, rollouts
 
@@ -32,6 +32,22 @@ class StageServices:
 
     def __init__(self, cfg: PipelineConfig, model, pad_id: int, max_len: int) -> None:
         self.cfg, self.model, self.pad_id, self.max_len = cfg, model, pad_id, max_len
+        # The stage-start policy's log-probs per sequence: a recipe that asks for them
+        # (SEED-GRPO) and the trainer's old log-probs share one forward pass.
+        self._cache: dict[tuple[tuple[int, ...], tuple[int, ...]], Any] = {}
+
+    def start_logprobs(self, examples: Sequence[Example]) -> list:
+        """log π_start of every next token of each example (the trainer's `old`)."""
+        from models.torch_trainer import stage_start_logprobs
+
+        keys = [(ex.prompt_ids, ex.completion_ids) for ex in examples]
+        missing = {k: ex for k, ex in zip(keys, examples, strict=True) if k not in self._cache}
+        if missing:
+            computed = stage_start_logprobs(
+                self.model, self.pad_id, list(missing.values()),
+                micro_batch_size=self.cfg.train.micro_batch_size, max_len=self.max_len)
+            self._cache.update(zip(missing, computed, strict=True))
+        return [self._cache[k] for k in keys]
 
     def equivalent(self, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], bool]:
         from cotflow.verify.grade import CORRECT
@@ -44,12 +60,7 @@ class StageServices:
         return {p: g.verdict == CORRECT for p, g in zip(pairs, grades, strict=True)}
 
     def completion_logprobs(self, rows: Sequence[Rollout]):
-        from cotflow.recipes.base import rollout_example
-        from models.torch_trainer import stage_start_logprobs
-
-        token_lps = stage_start_logprobs(
-            self.model, self.pad_id, [rollout_example(r) for r in rows],
-            micro_batch_size=self.cfg.train.micro_batch_size, max_len=self.max_len)
+        token_lps = self.start_logprobs([rollout_example(r) for r in rows])
         return [lp[len(r.prompt_ids) - 1:] for lp, r in zip(token_lps, rows, strict=True)]
 
 
@@ -71,22 +82,21 @@ def run(cfg: PipelineConfig, layout: Layout,
     recipe = recipe_for(algo.kind)
     # Only a recipe that judges reads the judge stage's pairs.
     judgements = read_table(it.judgements, "judgements") if recipe.judge else {}
+    services = StageServices(cfg, model, pad_id, max_len)
     plan = recipe.plan(algo, Inputs(
         rollouts=rows, judgements=judgements,
-        max_new_tokens=cfg.sample.max_new_tokens, dedup=t.dedup,
-        services=StageServices(cfg, model, pad_id, max_len)))
+        max_new_tokens=cfg.sample.max_new_tokens, dedup=t.dedup, services=services))
     stats = {"algorithm": cfg.iterations[it.key].algorithm, "kind": algo.kind, **plan.stats,
              "examples": len(plan.examples)}
     result: dict[str, Any] = {}
     if plan.examples:
-        def logprobs(policy):
-            return stage_start_logprobs(policy, pad_id, plan.examples,
-                                        micro_batch_size=t.micro_batch_size, max_len=max_len)
-
-        old = logprobs(model) if plan.old or plan.reference == "prev" else None
+        old = (services.start_logprobs(plan.examples)
+               if plan.old or plan.reference == "prev" else None)
         ref = None
         if plan.reference == "base":
-            ref = logprobs(load_policy(layout.base_policy)[0])
+            ref = stage_start_logprobs(load_policy(layout.base_policy)[0], pad_id,
+                                       plan.examples, micro_batch_size=t.micro_batch_size,
+                                       max_len=max_len)
         elif plan.reference == "prev":
             ref = old
         train = _trainer(cfg, layout)
