@@ -44,11 +44,12 @@ from pathlib import Path
 import yaml
 from harness import (
     add_arm_arguments,
+    by_iteration,
     curve_of,
     mean_curve,
     preset_params,
     run_jobs,
-    samples_to_reach,
+    speedup_ratio,
 )
 
 REUSE = ("allocate.gvm.probe=reuse",)
@@ -64,19 +65,12 @@ ARMS: dict[str, tuple[str, tuple[str, ...], str | None]] = {
 
 
 def speedup(uniform: list[tuple[float, float]], other: list[tuple[float, float]]) -> str:
-    target = uniform[-1][1]
-    need_u = samples_to_reach(uniform, target)
-    need_o = samples_to_reach(other, target)
-    if need_o is None:
+    ratio = speedup_ratio(uniform, other)
+    if ratio is None:
         return f"not reached (< {uniform[-1][0] / other[-1][0]:.2f}x)"
-    if not need_o:
+    if ratio == float("inf"):
         return "reached at the warm start"
-    return f"{need_u / need_o:.2f}x"
-
-
-def by_iteration(curve: list[tuple[int, float]]) -> list[tuple[int, float]]:
-    """The curve against iterations: the paper's steps, which leave the probe uncounted."""
-    return [(i, accuracy) for i, (_, accuracy) in enumerate(curve)]
+    return f"{ratio:.2f}x"
 
 
 def budget_by_difficulty(runs: list[Path]) -> list[str]:

@@ -39,19 +39,20 @@ def run_arm(root: Path, params: dict[str, Any],
     return curve_of(root)
 
 
-def curve_of(root: Path) -> list[tuple[int, float]]:
-    """(cumulative samples, held-out accuracy) at the warm start and after each iteration of
-    the run in `root`, from its stats: samples drawn by sample and by allocate's probe."""
+def curve_of(root: Path, metric: str = "accuracy") -> list[tuple[int, float]]:
+    """(cumulative samples, held-out `metric`: greedy accuracy, or sampled "pass@1") at the
+    warm start and after each iteration of the run in `root`, from its stats: samples drawn
+    by sample and by allocate's probe."""
     from cotflow.records import read_json
 
     params = yaml.safe_load((root / "params.yaml").read_text())
-    curve = [(0, read_json(root / "artifacts/base/metrics.json")["accuracy"])]
+    curve = [(0, read_json(root / "artifacts/base/metrics.json")[metric])]
     spent = 0
     for key in params["iterations"]:
         folder = root / f"artifacts/iter-{key}"
         spent += read_json(folder / "stats/allocate.json").get("probe_samples", 0)
         spent += read_json(folder / "stats/sample.json")["completions"]
-        curve.append((spent, read_json(folder / "metrics.json")["accuracy"]))
+        curve.append((spent, read_json(folder / "metrics.json")[metric]))
     return curve
 
 
@@ -68,6 +69,24 @@ def samples_to_reach(curve: list[tuple[float, float]], target: float) -> float |
 def mean_curve(curves: list[list[tuple[int, float]]]) -> list[tuple[float, float]]:
     return [(statistics.mean(c[i][0] for c in curves), statistics.mean(c[i][1] for c in curves))
             for i in range(len(curves[0]))]
+
+
+def speedup_ratio(uniform: list[tuple[float, float]],
+                  other: list[tuple[float, float]]) -> float | None:
+    """x needed by `uniform` to reach its final accuracy over x needed by `other` to reach
+    it (x: samples, or iterations with `by_iteration`); None if `other` never does, inf if
+    its start already does."""
+    target = uniform[-1][1]
+    need_u = samples_to_reach(uniform, target)
+    need_o = samples_to_reach(other, target)
+    if need_o is None or need_u is None:
+        return None
+    return need_u / need_o if need_o else float("inf")
+
+
+def by_iteration(curve: list[tuple[int, float]]) -> list[tuple[int, float]]:
+    """The curve against iterations: the paper's steps, which leave the probe uncounted."""
+    return [(i, accuracy) for i, (_, accuracy) in enumerate(curve)]
 
 
 def add_arm_arguments(ap: argparse.ArgumentParser, *, prompts: int, n: int) -> None:

@@ -41,7 +41,7 @@ class DataConfig(Section):
     source: str  # "builtin", a local .jsonl/.json/.parquet path, or a Hub dataset id
     n_train: PosInt
     n_test: PosInt
-    difficulties: list[Annotated[int, Field(ge=1, le=3)]] = Field(min_length=1)
+    difficulties: list[Annotated[int, Field(ge=1, le=5)]] = Field(min_length=1)  # arithmetic.py
     columns: ColumnsConfig
     answer_format: Literal["auto", "gsm8k", "boxed", "plain"]
     train_split: str

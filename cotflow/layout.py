@@ -1,9 +1,10 @@
 """Artifact layout: the only place that builds artifact paths.
 
     artifacts/base/      train.parquet test.parquet policy/ metrics.json curve.json
+                         evaluation.parquet
     artifacts/iter-001/  allocation.parquet budget.parquet samples.parquet verdicts.parquet
                          critiques.parquet judgements.parquet policy/ metrics.json
-                         stats/<stage>.json curve.json accuracy.png
+                         evaluation.parquet stats/<stage>.json curve.json accuracy.png
                          timing/<stage>.json (untracked)
                          .ckpt/ (resume checkpoints while train runs; untracked)
     logs/<folder>/<stage>.log  each stage's last log (untracked)
@@ -76,6 +77,10 @@ class IterationLayout:
         return self.dir / "curve.json"
 
     @property
+    def evaluation(self) -> Path:
+        return evaluation_file(self.dir)
+
+    @property
     def prev_curve(self) -> Path:
         return self.prev_dir / "curve.json"
 
@@ -88,6 +93,11 @@ class IterationLayout:
 
     def timing(self, stage: str) -> Path:
         return timing_file(self.dir, stage)
+
+
+def evaluation_file(folder: Path) -> Path:
+    """Per held-out problem: greedy and sampled correctness (records.SCHEMAS "evaluation")."""
+    return folder / "evaluation.parquet"
 
 
 def stats_file(folder: Path, stage: str) -> Path:
@@ -143,6 +153,10 @@ class Layout:
     @property
     def base_curve(self) -> Path:
         return self.base / "curve.json"
+
+    @property
+    def base_evaluation(self) -> Path:
+        return evaluation_file(self.base)
 
     def folder(self, name: str) -> Path:
         """'base' or 'iter-NNN' -> its path."""

@@ -48,6 +48,11 @@ SCHEMAS: dict[str, dict[str, pa.DataType]] = {
         "prompt_id": pa.string(), "sample_idx": pa.int64(), "critique": pa.string(),
         "refinement": pa.string(),
     },
+    # One row per held-out problem: what paired comparisons of two runs need.
+    "evaluation": {
+        "id": pa.string(), "difficulty": pa.int64(), "greedy_correct": pa.bool_(),
+        "sampled_correct": pa.int64(), "n_samples": pa.int64(),
+    },
     "judgements": {
         "prompt_id": pa.string(), "chosen_idx": pa.int64(), "rejected_idx": pa.int64(),
         "score": pa.float64(),

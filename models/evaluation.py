@@ -14,9 +14,10 @@ from cotflow.config import PipelineConfig
 from cotflow.verify.grade import CORRECT
 
 
-def evaluate_policy(cfg: PipelineConfig, policy: Path,
-                    problems: list[dict]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Greedy and sampled completions on `problems`, graded by the verifier pool.
+def evaluate_policy(cfg: PipelineConfig, policy: Path, problems: list[dict]
+                    ) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
+    """Greedy and sampled completions on `problems`, graded by the verifier pool:
+    (metrics, timing, one "evaluation" record per problem).
 
     Accuracy judges the final answer alone: `verify.check_steps` does not apply here."""
     from cotflow.verify.pool import VerifierPool
@@ -54,4 +55,7 @@ def evaluate_policy(cfg: PipelineConfig, policy: Path,
         scores = [pass_at_k(n, sum(sampled_ok[i * n:(i + 1) * n]), k)
                   for i in range(len(problems))]
         metrics[f"pass@{k}"] = round(sum(scores) / len(scores), 6)
-    return metrics, {"evaluate/tokens_per_s": round(sampler.tokens_per_s, 1)}
+    rows = [{"id": p["id"], "difficulty": p["difficulty"], "greedy_correct": ok,
+             "sampled_correct": sum(sampled_ok[i * n:(i + 1) * n]), "n_samples": n}
+            for i, (p, ok) in enumerate(zip(problems, greedy_ok, strict=True))]
+    return metrics, {"evaluate/tokens_per_s": round(sampler.tokens_per_s, 1)}, rows

@@ -1,6 +1,7 @@
 """evaluate: held-out greedy accuracy, pass@k, completion length, accuracy per difficulty.
 
-Outputs: metrics.json (a DVC metric), curve.json (a DVC plot: accuracy per iteration),
+Outputs: metrics.json (a DVC metric), evaluation.parquet (per problem, for paired
+comparisons of runs), curve.json (a DVC plot: accuracy per iteration),
 accuracy.png (the same curve, drawn here so it needs no network). `run_stage` then logs
 the iteration to MLflow.
 """
@@ -13,7 +14,7 @@ from typing import Any
 
 from cotflow.config import PipelineConfig
 from cotflow.layout import IterationLayout, Layout
-from cotflow.records import read_json, read_table, rows_of, write_json
+from cotflow.records import read_json, read_table, rows_of, write_json, write_table
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,8 @@ def run(cfg: PipelineConfig, layout: Layout,
     from models.evaluation import evaluate_policy
 
     test = rows_of(read_table(layout.test_set, "problems"))
-    metrics, timing = evaluate_policy(cfg, it.policy, test)
+    metrics, timing, per_problem = evaluate_policy(cfg, it.policy, test)
+    write_table(it.evaluation, "evaluation", per_problem)
     write_json(it.metrics, {"iteration": int(it.key), **metrics})
     # The previous folder's curve plus this point: the curve depends on nothing undeclared.
     points = [*read_json(it.prev_curve), {"iteration": int(it.key),

@@ -1,6 +1,6 @@
 """prepare: data splits, the starting policy (tiny: built and warm-started here), its metrics.
 
-Outputs: artifacts/base/{train,test}.parquet, policy/, metrics.json.
+Outputs: artifacts/base/{train,test}.parquet, policy/, metrics.json, evaluation.parquet.
 """
 
 from __future__ import annotations
@@ -108,7 +108,8 @@ def run(cfg: PipelineConfig, layout: Layout) -> tuple[dict[str, Any], dict[str, 
                         max_len=context_length(model, cfg), checkpoint=ckpt)
     save_policy(model, tokenizer, layout.base_policy)
     del model
-    metrics, eval_timing = evaluate_policy(cfg, layout.base_policy, test)
+    metrics, eval_timing, per_problem = evaluate_policy(cfg, layout.base_policy, test)
+    write_table(layout.base_evaluation, "evaluation", per_problem)
     write_json(layout.base_metrics, {"iteration": 0, **metrics})
     write_json(layout.base_curve, [{"iteration": 0, "accuracy": metrics["accuracy"]}])
     stats = {"train_problems": len(train), "test_problems": len(test),

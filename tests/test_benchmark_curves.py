@@ -13,8 +13,8 @@ from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from gvm_speedup import ARMS, by_iteration, speedup  # noqa: E402
-from harness import mean_curve, preset_params, samples_to_reach  # noqa: E402
+from gvm_speedup import ARMS, speedup  # noqa: E402
+from harness import by_iteration, mean_curve, preset_params, samples_to_reach  # noqa: E402
 
 from cotflow.config import load_params  # noqa: E402
 

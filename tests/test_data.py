@@ -35,7 +35,7 @@ def test_records_have_the_expected_shape() -> None:
 def test_every_solution_is_correct_and_ends_in_the_answer() -> None:
     for p in generate_problems(2000, seed=1):
         steps = solution_steps(p["solution"])
-        assert len(steps) == (1 if p["difficulty"] == 1 else 2)
+        assert len(steps) == {1: 1, 2: 2, 3: 2, 4: 4, 5: 2}[p["difficulty"]]
         assert all(check_step(s) is True for s in steps), p
         assert p["solution"].splitlines()[-1] == f"\\boxed{{{p['answer']}}}"
         assert steps[-1].rsplit("=", 1)[1] == p["answer"]
@@ -50,16 +50,22 @@ def _ops(problem: dict) -> str:
 
 
 def test_difficulty_shapes() -> None:
-    problems = generate_problems(600, seed=2)
-    ops = {d: {_ops(p) for p in problems if p["difficulty"] == d} for d in (1, 2, 3)}
+    problems = generate_problems(1000, seed=2)
+    ops = {d: {_ops(p) for p in problems if p["difficulty"] == d} for d in range(1, 6)}
     assert ops[1] == {"+", "-"}
     assert ops[2] == {"+-", "-+"}
     assert ops[3] == {"*+", "*-"}
+    assert ops[4] == {"+-+-", "-+-+"}
+    assert ops[5] == {"*+", "*-"}
+    # Level 3 multiplies one-digit numbers, level 5 a two-digit one by a one-digit one.
+    first = {d: {int(p["solution"].split("*")[0]) for p in problems if p["difficulty"] == d}
+             for d in (3, 5)}
+    assert first[3] <= set(range(2, 10)) and first[5] <= set(range(11, 30))
 
 
 def test_difficulties_are_all_covered_and_roughly_uniform() -> None:
-    counts = Counter(p["difficulty"] for p in generate_problems(3000, seed=5))
-    assert set(counts) == {1, 2, 3}
+    counts = Counter(p["difficulty"] for p in generate_problems(5000, seed=5))
+    assert set(counts) == {1, 2, 3, 4, 5}
     assert all(800 < c < 1200 for c in counts.values()), counts
     only = {p["difficulty"] for p in generate_problems(100, seed=5, difficulties=(2,))}
     assert only == {2}
@@ -67,14 +73,15 @@ def test_difficulties_are_all_covered_and_roughly_uniform() -> None:
 
 def test_texts_are_short_and_ascii() -> None:
     for p in generate_problems(3000, seed=6):
-        assert len(p["question"]) <= 60, p["question"]
-        assert len(p["solution"]) <= 40, p["solution"]
+        assert len(p["question"]) <= 66, p["question"]
+        # Room for <eos> within params.yaml's sample.max_new_tokens = 48.
+        assert len(p["solution"]) <= 46, p["solution"]
         assert (p["question"] + p["solution"]).isascii()
 
 
 def test_bad_generation_arguments() -> None:
     with pytest.raises(ValueError, match="unknown difficulties"):
-        generate_problems(5, seed=0, difficulties=(4,))
+        generate_problems(5, seed=0, difficulties=(6,))
     with pytest.raises(ValueError, match="must not be empty"):
         generate_problems(5, seed=0, difficulties=())
     assert generate_problems(0, seed=0) == []
@@ -135,3 +142,17 @@ def test_steps_consistent_flags_cancelling_errors():
     assert not steps_consistent("17-16=0\n0+13=14\n\\boxed{14}")
     assert steps_consistent("no equations here \\boxed{3}")
     assert steps_consistent("9" * 5000 + "+1=2\n\\boxed{2}")  # not an equation we read
+
+
+def test_question_space_is_counted_exactly() -> None:
+    """The counting shortcut equals enumerating every operand tuple (levels small enough)."""
+    import itertools
+
+    from cotflow.data import arithmetic as a
+
+    for level in (1, 2, 3, 5):
+        tuples = 0
+        for t in (t for t in a._TEMPLATES if t.difficulty == level):
+            tuples += sum(a._steps(t, ops) is not None
+                          for ops in itertools.product(*a._operand_ranges(t)))
+        assert a._space_size(level) == tuples * len(a.NAMES) * len(a.ITEMS)

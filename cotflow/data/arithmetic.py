@@ -3,12 +3,18 @@
 Texts are deliberately tiny and regular so a ~1M-parameter character-level model can learn
 them in minutes on a CPU. Every solution line is ``x<op>y=z`` and the last line is
 ``\\boxed{answer}``.
+
+Levels span what a real model meets on real math sets (task v2): 1 is one step a warm start
+nearly always solves, and can answer without working; 2 and 3 (two steps; a one-digit
+product then a sum) sit in the middle; 4 chains four steps (credit inside a solution
+matters) and 5 multiplies a two-digit number, which a warm start rarely gets right.
 """
 
 from __future__ import annotations
 
 import random
 import re
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -19,13 +25,15 @@ ITEMS = ("eggs", "pens", "nuts", "cups", "hats", "keys")
 # Operand ranges per operator: small numbers keep the character vocabulary and lengths small.
 ADD_RANGE = range(1, 21)
 MUL_RANGE = range(2, 10)
+TWO_DIGIT_RANGE = range(11, 30)  # level 5's first factor
 
 
 @dataclass(frozen=True)
 class _Template:
     difficulty: int
-    question: str  # format fields: n (name), i (item), a, b, c (operands)
+    question: str  # format fields: n (name), i (item), a, b, c, d, e (operands)
     ops: str  # one operator per solution step, applied left to right
+    first: range | None = None  # the first operand's range, when not the first operator's
 
 
 _TEMPLATES = (
@@ -35,6 +43,12 @@ _TEMPLATES = (
     _Template(2, "{n} has {a} {i}, gives {b}, gets {c}. How many {i}?", "-+"),
     _Template(3, "{n} buys {a} bags of {b} {i} and gets {c} more. How many {i}?", "*+"),
     _Template(3, "{n} buys {a} bags of {b} {i} and gives away {c}. How many {i}?", "*-"),
+    _Template(4, "{n} has {a} {i}, gets {b}, gives {c}, gets {d}, gives {e}. How many?", "+-+-"),
+    _Template(4, "{n} has {a} {i}, gives {b}, gets {c}, gives {d}, gets {e}. How many?", "-+-+"),
+    _Template(5, "{n} buys {a} boxes of {b} {i} and gets {c} more. How many {i}?", "*+",
+              TWO_DIGIT_RANGE),
+    _Template(5, "{n} buys {a} boxes of {b} {i} and gives away {c}. How many {i}?", "*-",
+              TWO_DIGIT_RANGE),
 )
 
 DIFFICULTIES = tuple(sorted({t.difficulty for t in _TEMPLATES}))
@@ -54,7 +68,7 @@ def _operand_ranges(template: _Template) -> list[range]:
     # The first two operands share the first operator; each later step adds one operand.
     first = MUL_RANGE if template.ops[0] == "*" else ADD_RANGE
     rest = [MUL_RANGE if op == "*" else ADD_RANGE for op in template.ops[1:]]
-    return [first, first, *rest]
+    return [template.first or first, first, *rest]
 
 
 def _steps(template: _Template, operands: Sequence[int]) -> list[tuple[int, str, int, int]] | None:
@@ -75,7 +89,7 @@ def _make(template: _Template, name: str, item: str, operands: Sequence[int], pi
     assert steps is not None
     answer = str(steps[-1][3])
     lines = [f"{x}{op}{y}={z}" for x, op, y, z in steps] + [f"\\boxed{{{answer}}}"]
-    fields = dict(zip("abc", operands, strict=False))
+    fields = dict(zip("abcde", operands, strict=False))
     return {
         "id": pid,
         "question": template.question.format(n=name, i=item, **fields),
@@ -115,7 +129,7 @@ def _stream(seed: int, difficulties: Sequence[int]) -> Iterator[dict]:
         index += 1
 
 
-def generate_problems(n: int, seed: int, difficulties: Sequence[int] = (1, 2, 3)) -> list[dict]:
+def generate_problems(n: int, seed: int, difficulties: Sequence[int] = DIFFICULTIES) -> list[dict]:
     """``n`` problems (duplicates possible) drawn deterministically from ``seed``."""
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
@@ -129,15 +143,22 @@ def _space_size(difficulty: int) -> int:
     total = 0
     for template in (t for t in _TEMPLATES if t.difficulty == difficulty):
         ranges = _operand_ranges(template)
-        tuples: list[list[int]] = [[]]
-        for r in ranges:
-            tuples = [[*prefix, v] for prefix in tuples for v in r]
-        total += sum(_steps(template, ops) is not None for ops in tuples)
+        # Valid tuples counted by running value, not enumerated: level 4 has 6.4M of them.
+        ways: Counter[int] = Counter(ranges[0])
+        for op, r in zip(template.ops, ranges[1:], strict=True):
+            step: Counter[int] = Counter()
+            for acc, count in ways.items():
+                for y in r:
+                    z = _apply(acc, op, y)
+                    if z >= 0:
+                        step[z] += count
+            ways = step
+        total += sum(ways.values())
     return total * len(NAMES) * len(ITEMS)
 
 
 def make_splits(
-    n_train: int, n_test: int, seed: int, difficulties: Sequence[int] = (1, 2, 3)
+    n_train: int, n_test: int, seed: int, difficulties: Sequence[int] = DIFFICULTIES
 ) -> tuple[list[dict], list[dict]]:
     """Train and test problems with no question text shared within or across the splits.
 

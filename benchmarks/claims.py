@@ -1,0 +1,238 @@
+"""The seed papers' claims, side by side on the built-in task: one table of claim, paper's
+figure, ours ± error, and whether it reproduced.
+
+    python benchmarks/claims.py [--jobs 2] [--seeds 0 1] [--iterations 3] [--prompts 256]
+        [--n-test 2000] [--eval-samples 2] [--warm-start DIR] [--workspace DIR]
+    python benchmarks/claims.py --report --workspace DIR [--seeds ...]
+
+Every arm is a preset users run (cotflow/presets.py) at the same samples per iteration
+(--prompts groups of 8), from one shared warm start (prepare runs once unless --warm-start
+names an artifacts/base made with these settings), through the stage functions `dvc repro`
+runs (harness.py). Each iteration is evaluated on the same --n-test held-out problems:
+greedy, and --eval-samples samples at temperature 1 (avg@k, the papers' sampled score).
+
+Two kinds of rows:
+  difference  final sampled pass@1 of an arm minus its baseline's, paired on the same
+              problems per seed (benchmarks/stats.py), pooled over seeds;
+  speedup     samples (or iterations) the baseline needs to reach its own final pass@1 over
+              those the arm needs (harness.speedup_ratio), per seed, mean ± se over seeds.
+
+The verdict (stats.verdict): "reproduced" when the 95 % interval holds the paper's figure and
+excludes no effect; "not reproduced" when it excludes the paper's figure; else "within
+noise". The papers' figures come from much larger models on competition math
+(specs/algorithms-a.md, -b.md); a difference in points transfers only as a direction and
+rough size, which the table says by printing both. Later methods add rows to CLAIMS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from gvm_speedup import budget_by_difficulty
+from harness import (
+    add_arm_arguments,
+    by_iteration,
+    curve_of,
+    preset_params,
+    run_jobs,
+    speedup_ratio,
+)
+from stats import Estimate, mean_se, paired_difference, pooled, verdict
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+# The GVM paper's GVM runs took mini-batches of 256 sequences where its baselines took 2048
+# (specs/algorithms-a.md §1.7): 8x the optimizer steps per rollout batch. `-8x` arms add that.
+STEPS_8X = 8
+
+
+@dataclass(frozen=True)
+class Arm:
+    preset: str
+    steps_factor: int = 1  # optimizer steps per rollout batch, as a multiple of the preset's
+
+
+ARMS: dict[str, Arm] = {
+    "raft++": Arm("raft++"), "gvm-raft": Arm("gvm-raft"), "gvm-raft-8x": Arm("gvm-raft", 8),
+    "grpo": Arm("grpo"), "gvm-grpo": Arm("gvm-grpo"), "gvm-grpo-8x": Arm("gvm-grpo", 8),
+    "dr-grpo": Arm("dr-grpo"), "seed-grpo": Arm("seed-grpo"), "nft": Arm("nft"),
+}
+
+
+@dataclass(frozen=True)
+class Claim:
+    text: str
+    kind: str  # "difference" (pass@1 points) | "speedup-samples" | "speedup-iterations"
+    arm: str
+    baseline: str
+    paper: float  # points for a difference, x for a speedup
+    source: str
+
+
+CLAIMS: tuple[Claim, ...] = (
+    Claim("GVM-RAFT++ reaches RAFT++'s accuracy in fewer steps", "speedup-iterations",
+          "gvm-raft", "raft++", 2.0, "GVM §1.8: 2-4x fewer steps"),
+    Claim("  same, in samples (probe counted)", "speedup-samples", "gvm-raft", "raft++", 2.0,
+          "GVM §1.8"),
+    Claim("  same, at the paper's 8x steps per batch", "speedup-iterations", "gvm-raft-8x",
+          "raft++", 2.0, "GVM §1.7-1.8"),
+    Claim("GVM-GRPO reaches GRPO's accuracy in fewer steps", "speedup-iterations", "gvm-grpo",
+          "grpo", 2.0, "GVM §1.8: 2-4x fewer steps"),
+    Claim("  same, in samples (probe counted)", "speedup-samples", "gvm-grpo", "grpo", 2.0,
+          "GVM §1.8"),
+    Claim("  same, at the paper's 8x steps per batch", "speedup-iterations", "gvm-grpo-8x",
+          "grpo", 2.0, "GVM §1.7-1.8"),
+    Claim("GVM-RAFT++ beats RAFT++ (final accuracy)", "difference", "gvm-raft", "raft++", 3.22,
+          "GVM Table 1, 1.5B avg: 39.64 vs 36.42"),
+    Claim("GVM-GRPO beats GRPO (final accuracy)", "difference", "gvm-grpo", "grpo", 2.31,
+          "GVM Table 1, 1.5B avg: 40.42 vs 38.11"),
+    Claim("SEED-GRPO beats Dr.GRPO", "difference", "seed-grpo", "dr-grpo", 5.2,
+          "SEED §2.5, G=8: 56.6 vs 51.4"),
+    Claim("NFT matches or beats GRPO", "difference", "nft", "grpo", 2.2,
+          "NFT §4.7, 7B avg: 51.7 vs 49.5"),
+)
+
+
+def arm_params(base: dict[str, Any], args: argparse.Namespace, arm: str, seed: int,
+               scratch: Path) -> dict[str, Any]:
+    spec = ARMS[arm]
+    params = preset_params(base, args, spec.preset, seed, scratch, arm)
+    params["evaluate"].update(n_samples=args.eval_samples, pass_k=[1])
+    if spec.steps_factor != 1:
+        for entry in params["iterations"].values():
+            train = entry["overrides"]["train"]
+            train["mini_batch_size"] = max(1, math.ceil(
+                train["mini_batch_size"] / spec.steps_factor))
+    return params
+
+
+def per_problem(run: Path, folder: str) -> dict[str, float]:
+    """Sampled pass@1 of each held-out problem in `run`'s artifacts/`folder`."""
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(run / "artifacts" / folder / "evaluation.parquet").to_pylist()
+    return {r["id"]: r["sampled_correct"] / r["n_samples"] for r in rows}
+
+
+def last_folder(run: Path) -> str:
+    keys = list(yaml.safe_load((run / "params.yaml").read_text())["iterations"])
+    return f"iter-{keys[-1]}"
+
+
+def estimate(claim: Claim, top: Path, seeds: list[int]) -> tuple[Estimate | None, str]:
+    """Our figure for `claim` and a per-seed detail line."""
+    runs = {s: (top / f"seed-{s}" / claim.arm, top / f"seed-{s}" / claim.baseline)
+            for s in seeds}
+    if claim.kind == "difference":
+        per_seed = [paired_difference(per_problem(a, last_folder(a)),
+                                      per_problem(b, last_folder(b))) for a, b in runs.values()]
+        per_seed = [Estimate(100 * e.mean, 100 * e.se, e.n) for e in per_seed]
+        return pooled(per_seed), ", ".join(str(e) for e in per_seed)
+    x = by_iteration if claim.kind == "speedup-iterations" else (lambda c: c)
+    ratios = [speedup_ratio(x(curve_of(b, "pass@1")), x(curve_of(a, "pass@1")))
+              for a, b in runs.values()]
+    detail = ", ".join("not reached" if r is None else f"{r:.2f}x" for r in ratios)
+    finite = [r for r in ratios if r is not None and math.isfinite(r)]
+    if len(finite) < len(ratios):
+        # A seed that never reached the baseline's accuracy has no ratio to average.
+        return None, detail
+    return mean_se(finite), detail
+
+
+def table(top: Path, seeds: list[int], arms: set[str]) -> list[str]:
+    lines = [f"{'claim':<50}{'paper':>8}{'ours':>18}   {'verdict':<20}per seed / source"]
+    for c in CLAIMS:
+        if not {c.arm, c.baseline} <= arms:
+            continue
+        ours, detail = estimate(c, top, seeds)
+        unit = " pts" if c.kind == "difference" else "x"
+        paper = f"{c.paper:+.1f}{unit}" if c.kind == "difference" else f"{c.paper:.1f}{unit}"
+        if ours is None:
+            shown, judged = "not reached", "not reproduced"
+        else:
+            shown = f"{ours.mean:+.2f} ± {ours.se:.2f}" if c.kind == "difference" else (
+                f"{ours.mean:.2f} ± {ours.se:.2f}")
+            judged = verdict(ours, c.paper, null=0.0 if c.kind == "difference" else 1.0)
+        lines.append(f"{c.text:<50}{paper:>8}{shown:>18}   {judged:<20}{detail}; {c.source}")
+    return lines
+
+
+def curves_report(top: Path, seeds: list[int], arms: list[str]) -> list[str]:
+    from cotflow.records import read_json
+
+    lines = [f"{'arm':<13}{'seed':>5}  pass@1 % (greedy %) per iteration; optimizer steps"]
+    for arm in arms:
+        for s in seeds:
+            run = top / f"seed-{s}" / arm
+            keys = list(yaml.safe_load((run / "params.yaml").read_text())["iterations"])
+            folders = ["base", *(f"iter-{k}" for k in keys)]
+            points = [read_json(run / "artifacts" / f / "metrics.json") for f in folders]
+            steps = [read_json(run / "artifacts" / f / "stats/train.json")["optimizer_steps"]
+                     for f in folders[1:]]
+            lines.append(f"{arm:<13}{s:>5}  " + "  ".join(
+                f"{100 * m['pass@1']:.1f} ({100 * m['accuracy']:.1f})" for m in points)
+                + f"; {steps}")
+    return lines
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_arm_arguments(ap, prompts=256, n=8)
+    ap.set_defaults(seeds=[0, 1], n_test=2000)
+    ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    ap.add_argument("--eval-samples", type=int, default=2,
+                    help="samples per held-out problem for sampled pass@1")
+    ap.add_argument("--report", action="store_true",
+                    help="run nothing: print the table of the runs kept in --workspace")
+    args = ap.parse_args()
+    if args.report and args.workspace is None:
+        ap.error("--report needs --workspace")
+    from cotflow.env import apply_defaults
+    from tasks.common import run_stage
+
+    top = args.workspace or Path(tempfile.mkdtemp(prefix="cotflow-claims-"))
+    top.mkdir(parents=True, exist_ok=True)
+    apply_defaults(top)
+    base = yaml.safe_load(args.base.read_text())
+    t0 = time.perf_counter()
+    if not args.report:
+        jobs = {(seed, arm): arm_params(base, args, arm, seed, top)
+                for seed in args.seeds for arm in args.arms}
+        warm = args.warm_start
+        if warm is None:
+            # One warm start for every arm and seed: seeds then vary the RL phase only.
+            first = jobs[(args.seeds[0], args.arms[0])]
+            ws = top / "warm-start"
+            ws.mkdir(exist_ok=True)
+            (ws / "params.yaml").write_text(yaml.safe_dump(first, sort_keys=False))
+            if not (ws / "artifacts/base/evaluation.parquet").exists():
+                run_stage("prepare", None, ws, ws / "params.yaml")
+            warm = ws / "artifacts" / "base"
+        run_jobs(top, jobs, args.jobs, warm)
+    print(f"\n{len(args.seeds)} seeds, {args.iterations} iterations, {args.prompts} prompts × "
+          f"{args.n} samples per iteration, held-out: {args.n_test} problems, greedy and "
+          f"{args.eval_samples} samples each"
+          + ("" if args.report else f"; {time.perf_counter() - t0:.0f} s in all"))
+    print("\n".join(curves_report(top, args.seeds, args.arms)))
+    print()
+    print("\n".join(table(top, args.seeds, set(args.arms))))
+    for arm in args.arms:
+        if ARMS[arm].preset.startswith("gvm"):
+            print(f"\n{arm}: the probe and the budget by difficulty (all seeds and iterations)")
+            print("\n".join(budget_by_difficulty([top / f"seed-{s}" / arm
+                                                  for s in args.seeds])))
+    print(f"\nruns kept in {top}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
