@@ -7,8 +7,8 @@ Each preset (cotflow/presets.py) runs `--iterations` iterations from the same wa
 (one per seed), with a budget of prompts × n samples per iteration: group methods draw
 groups of 8 from budget / 8 prompts; DAPO's dynamic sampling may draw more, and the table
 shows what each arm actually drew. Prints held-out greedy accuracy per iteration as
-mean ± sd [min, max] over seeds, then the seed papers' claims side by side with what was
-measured here (NFT ≈ GRPO; SEED-GRPO ≥ GRPO).
+mean ± sd [min, max] over seeds. The seed papers' claims, with errors and verdicts, are
+benchmarks/claims.py's table.
 """
 
 from __future__ import annotations
@@ -69,17 +69,6 @@ def main() -> int:
                   f"{row([100 * c[i][1] for c in curves[preset]])}")
         print(f"{'':<10}{'':>5}{'':>9}   ({seconds[preset] / len(args.seeds):.0f} s per seed)")
 
-    def final(preset: str) -> list[float]:
-        return [100 * c[-1][1] for c in curves.get(preset, [])]
-
-    print("\nclaims (final iteration, mean over seeds, points):")
-    for claim, a, b in (("NFT ≈ GRPO", "nft", "grpo"), ("SEED-GRPO ≥ GRPO", "seed-grpo", "grpo"),
-                        ("SEED-GRPO ≥ Dr.GRPO (its base)", "seed-grpo", "dr-grpo")):
-        if final(a) and final(b):
-            diff = statistics.mean(final(a)) - statistics.mean(final(b))
-            wins = sum(x >= y for x, y in zip(final(a), final(b), strict=True))
-            print(f"  {claim:<32} {a} − {b} = {diff:+.1f}  ({a} ≥ {b} in {wins}/"
-                  f"{len(final(a))} seeds)")
     return 0
 
 
