@@ -141,7 +141,8 @@ def trl_config(cfg, iterations: int, out: Path):
     """GRPOConfig doing per generation batch what one cotflow grpo iteration does."""
     from trl import GRPOConfig
 
-    algo = cfg.algorithm(next(iter(cfg.iterations)))
+    key = next(iter(cfg.iterations))
+    algo = cfg.algorithm(key)
     unsupported = {"advantage_std": (algo.advantage_std, "sample"),
                    "loss_agg": (algo.loss_agg, "seq-mean-token-mean"),
                    "reference": (algo.reference, "prev"), "dual_clip": (algo.dual_clip, None),
@@ -149,15 +150,19 @@ def trl_config(cfg, iterations: int, out: Path):
                    "overlong_cache": (algo.overlong_cache, 0),
                    "drop_uniform_groups": (algo.drop_uniform_groups, False),
                    "semantic_entropy": (algo.semantic_entropy, None)}
-    for key, (have, need) in unsupported.items():
+    for name, (have, need) in unsupported.items():
         if have != need:
-            raise SystemExit(f"algorithms.grpo.{key} = {have!r}: this benchmark maps only "
+            raise SystemExit(f"algorithms.grpo.{name} = {have!r}: this benchmark maps only "
                              f"{need!r} onto TRL's GRPOTrainer")
     if cfg.sample.dynamic_sampling_rounds:
         raise SystemExit("sample.dynamic_sampling_rounds: TRL has no dynamic sampling")
-    t, s = cfg.train, cfg.sample
-    budget = cfg.allocate.prompts_per_iteration * GROUP_SIZE
-    micro = t.micro_batch_size
+    # The iteration's sections: the preset sets train's steps and rate there, over params'.
+    it = cfg.for_iteration(key)
+    t, s = it.train, it.sample
+    budget = it.allocate.prompts_per_iteration * GROUP_SIZE
+    # cotflow runs a mini-batch smaller than train.micro_batch_size as one micro-batch
+    # (models/steps.py), as small --prompts make it.
+    micro = min(t.micro_batch_size, t.mini_batch_size)
     if budget % micro:
         raise SystemExit(f"--prompts × {GROUP_SIZE} = {budget} must be a multiple of "
                          f"train.micro_batch_size = {micro}: TRL splits a generation batch "
@@ -173,6 +178,9 @@ def trl_config(cfg, iterations: int, out: Path):
         save_strategy="no", logging_steps=steps, disable_tqdm=True, seed=cfg.seed,
         dataloader_num_workers=0, remove_unused_columns=False,
         model_init_kwargs={"dtype": "float32"},
+        # GRPOConfig turns it on by default, to save memory: a tiny model needs none, and
+        # recomputing every forward in the backward would only slow TRL down.
+        gradient_checkpointing=False,
         # sampling: sample.* of params.yaml
         num_generations=GROUP_SIZE, generation_batch_size=budget,
         max_completion_length=s.max_new_tokens, temperature=s.temperature, top_p=s.top_p,
