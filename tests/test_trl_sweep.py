@@ -47,6 +47,13 @@ def test_trl_defaults_are_read_from_the_config_dataclass() -> None:
     assert trl_defaults(FakeConfig) == TRL
 
 
+def test_trl_defaults_of_the_pinned_release() -> None:
+    trl = pytest.importorskip("trl")  # the bench extra
+    if trl.__version__ != "1.16.0":
+        pytest.skip(f"trl {trl.__version__}: TRL above is 1.16.0's")
+    assert trl_defaults(trl.GRPOConfig) == TRL
+
+
 def test_design_holds_the_centre_first_then_trls_default_then_alternatives() -> None:
     grid = design(CENTRE, TRL)
     assert grid == {"learning_rate": [1e-4, 1e-6, 1e-5, 3e-5],
