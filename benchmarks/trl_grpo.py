@@ -503,8 +503,10 @@ def main() -> int:
     params, cfg, warm = setup(top / "cotflow", base, args)
     knobs = matched_knobs(cfg)
     if args.sweep:
+        # The full run's warm start, cut to its held-out problems already (evaluated once)
         made = top / "cotflow" / "artifacts" / "base"
-        knobs = sweep(top / "sweep", base, sweep_sizes(args, args.base_from or made))
+        bigger = args.base_from is not None and args.sweep_eval_size > cfg.data.n_test
+        knobs = sweep(top / "sweep", base, sweep_sizes(args, args.base_from if bigger else made))
     shutil.copytree(top / "cotflow" / "artifacts" / "base", top / "trl" / "artifacts" / "base")
     print(f"\nwarm start: held-out accuracy {100 * warm:.1f}% on {cfg.data.n_test} problems; "
           f"{args.iterations} iterations of {args.prompts} prompts × {GROUP_SIZE} samples; "
