@@ -80,13 +80,15 @@ from trl_sweep import (
 ROOT = Path(__file__).resolve().parents[1]
 GROUP_SIZE = 8  # cotflow.presets.GROUP_SIZE; checked against it in main()
 GOAL = 0.5  # issue 12: cotflow's wall time to the target at most half of TRL's
-# For the expected cost only, from this 2-core machine under other jobs' load: the default
-# pipeline's iterations (8192 samples, then 400 held-out problems × 5 completions: about
-# 230 s in stages) give about 0.025 s per sample of an iteration and per held-out problem
-# here (greedy and one sampled); TRL took 2x cotflow's CPU seconds per iteration in the
-# --sweep smoke run; the warm start (prepare) took 392 s.
+# For the expected cost only, from this 2-core machine under other jobs' load (which made
+# the same work take up to 3x longer from one minute to the next): the default pipeline's
+# iterations (8192 samples, then 400 held-out problems × 5 completions: about 230 s in
+# stages) give about 0.025 s per sample of an iteration and per held-out problem (greedy and
+# one sampled); in the --sweep smoke run (64 samples, 50 problems) an iteration with its
+# evaluation took 35-100 s whatever its size, and TRL 1.3-2x cotflow's CPU seconds; the warm
+# start (prepare) took 392 s.
 RATES = {"iteration_per_sample": 0.025, "eval_per_problem": 0.025, "trl_per_cotflow": 2.0,
-         "prepare": 400.0}
+         "per_iteration": 40.0, "prepare": 400.0}
 
 
 @dataclass
@@ -413,7 +415,7 @@ def print_cost(top: Path, base: dict[str, Any], args: argparse.Namespace) -> Non
           f"prompts × {GROUP_SIZE}, {args.sweep_eval_size} held-out problems) from "
           f"{centre.label()}, over " + "; ".join(
               f"{name} {', '.join(map(str, values))}" for name, values in grid.items()))
-    print(f"expected: about {seconds / 60:.0f} min on 2 busy cores (RATES in this file), "
+    print(f"expected: about {seconds / 60:.1f} min on 2 busy cores (RATES in this file), "
           f"the full comparison included", flush=True)
 
 

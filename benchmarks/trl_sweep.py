@@ -104,12 +104,14 @@ def expected_seconds(*, runs: int, sweep_samples: int, sweep_eval: int, samples:
     """Rough wall time of a `--sweep` run: each side's iterations and evaluations at the
     full size, cotflow's row and `runs` TRL runs at the sweep's, and the warm start's
     evaluation on each held-out cut. `rates`: seconds per sample of a cotflow iteration and
-    per held-out problem, TRL's time per sample as a multiple of cotflow's, and the warm
-    start's preparation."""
+    per held-out problem, TRL's time per sample as a multiple of cotflow's, seconds fixed
+    per iteration with its evaluation (loading, starting the verifier, generation's
+    latency), and the warm start's preparation."""
     per_sample, per_problem = rates["iteration_per_sample"], rates["eval_per_problem"]
     sides = 1 + rates["trl_per_cotflow"]
     full = iterations * (sides * per_sample * samples + 2 * per_problem * eval_size)
     sweep = ((1 + runs * rates["trl_per_cotflow"]) * per_sample * sweep_samples
              + (1 + runs) * per_problem * sweep_eval)
     warm = per_problem * (eval_size + sweep_eval)
-    return full + sweep + warm + (rates["prepare"] if prepare else 0.0)
+    fixed = rates["per_iteration"] * (2 * iterations + 1 + runs)
+    return full + sweep + warm + fixed + (rates["prepare"] if prepare else 0.0)

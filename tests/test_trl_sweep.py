@@ -128,11 +128,12 @@ def test_small_sweep_batches_run_a_mini_batch_as_one_micro_batch(tmp_path: Path)
 
 def test_expected_seconds_adds_both_sides_the_sweep_and_the_warm_start() -> None:
     rates = {"iteration_per_sample": 0.01, "eval_per_problem": 0.1, "trl_per_cotflow": 2.0,
-             "prepare": 100.0}
+             "per_iteration": 5.0, "prepare": 100.0}
     # full: 4 iterations × ((1 + 2) · 1024 · 0.01 + 2 · 400 · 0.1) = 4 · 110.72 = 442.88
     # sweep: (1 + 9 · 2) · 512 · 0.01 + (1 + 9) · 200 · 0.1 = 97.28 + 200; warm: 600 · 0.1
+    # fixed: 5 s × (2 · 4 full + 1 cotflow row + 9 TRL runs) = 90
     kw = dict(runs=9, sweep_samples=512, sweep_eval=200, samples=1024, eval_size=400,
               iterations=4, rates=rates)
-    expected = 442.88 + 297.28 + 60
+    expected = 442.88 + 297.28 + 60 + 90
     assert expected_seconds(prepare=False, **kw) == pytest.approx(expected)
     assert expected_seconds(prepare=True, **kw) == pytest.approx(expected + 100)
