@@ -52,11 +52,14 @@ _DECIMAL = re.compile(r"[+-]?(?:(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)")
 _FRACTION = re.compile(r"([+-]?\d+)/(\d+)")
 _MAX_SHAPE_CHARS = 100  # bounds the LaTeX shapes below; real ones are far shorter
 # Wrappers math-verify looks through: a nested box, a dollar sign (GSM8K answers are money).
-_BOXED = re.compile(r"\\boxed\s*\{\s*([^{}]*?)\s*\}")
+_BOX_OPENER = re.compile(r"\\boxed\s*\{")
 _DOLLAR = re.compile(r"([+-]?)\s*\\\$\s*(.*)", re.S)
 # \frac{a}{b}, \dfrac, \tfrac, with integer arguments in braces or single digits (\frac12).
 _INT_ARG = r"(?:\{\s*([+-]?\d+)\s*\}|(\d))"
 _LATEX_FRACTION = re.compile(r"([+-]?)\s*\\[dt]?frac" + _INT_ARG + _INT_ARG)
+# math-verify compares a decimal to 6 places, at 15 significant digits: values further apart
+# than this (relative to their size, or 1) are unequal to it as well.
+_ROUNDING_MARGIN = Fraction(1, 10**5)
 _WS = re.compile(r"\s+")
 # Characters that pass for ASCII digits, minus signs or Latin letters, and invisible ones:
 # non-ASCII decimal digits, fullwidth forms, dashes and the minus sign, Cyrillic letters,
@@ -100,8 +103,8 @@ def _exact_value(text: str) -> tuple[Fraction, bool] | None:
     if len(s) > _MAX_SHAPE_CHARS:
         return None
     for _ in range(4):  # peel a few wrappers; deeper stacks are left to math-verify
-        if m := _BOXED.fullmatch(s):
-            s = m.group(1)
+        if (m := _BOX_OPENER.match(s)) and s.endswith("}") and _balanced(s[m.end():-1]):
+            s = s[m.end():-1].strip()
         elif m := _DOLLAR.fullmatch(s):
             s = m.group(1) + m.group(2).strip()
         else:
@@ -115,6 +118,15 @@ def _exact_value(text: str) -> tuple[Fraction, bool] | None:
     if den == 0:
         return None  # math-verify reads 3/0 as complex infinity: its call
     return Fraction(-num if sign == "-" else num, den), False
+
+
+def _balanced(text: str) -> bool:
+    depth = 0
+    for ch in text:
+        depth += (ch == "{") - (ch == "}")
+        if depth < 0:
+            return False  # "\\boxed{1}{2}" is not one box
+    return depth == 0
 
 
 def _nesting_depth(text: str) -> int:
@@ -144,10 +156,14 @@ def _fast_grade(gold: str, pred: str) -> Grade | None:
     gv, pv = _exact_value(gold), _exact_value(pred)
     if gv is None or pv is None:
         return None
-    if gv[0] == pv[0]:
+    (g_val, g_decimal), (p_val, p_decimal) = gv, pv
+    if g_val == p_val:
         return Grade(CORRECT, shown)
-    # math-verify gives rounding credit (6 places) when a side is a decimal: its call.
-    return None if gv[1] or pv[1] else Grade(INCORRECT, shown)
+    if not (g_decimal or p_decimal):
+        return Grade(INCORRECT, shown)  # math-verify compares integers and ratios exactly
+    if abs(g_val - p_val) > _ROUNDING_MARGIN * max(1, abs(g_val), abs(p_val)):
+        return Grade(INCORRECT, shown)
+    return None  # close to a decimal: math-verify's rounding credit decides
 
 
 def triage(gold: str, completion: str) -> Grade | str:

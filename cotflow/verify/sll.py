@@ -74,6 +74,7 @@ def install() -> bool:
         return parser
 
     setattr(create_parser, _MARK, True)
+    create_parser.__wrapped__ = original  # type: ignore[attr-defined]  # LL only, for tests
     _Latex2Sympy.create_parser = create_parser
     return True
 
