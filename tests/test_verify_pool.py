@@ -10,7 +10,16 @@ from collections.abc import Iterator
 
 import pytest
 
-from cotflow.verify.grade import CORRECT, INCORRECT, TIMEOUT, UNPARSEABLE, grade_answer
+from cotflow.verify import pool as pool_module
+from cotflow.verify.grade import (
+    CORRECT,
+    INCORRECT,
+    TIMEOUT,
+    UNPARSEABLE,
+    Grade,
+    grade_answer,
+    triage,
+)
 from cotflow.verify.pool import VerifierPool
 
 # Checked in-process: math-verify spends well over 20 s on this (9^(9^9) has ~370M digits).
@@ -168,3 +177,94 @@ def test_adversarial_corpus_is_contained(tmp_path) -> None:
         assert time.monotonic() - start < timeouts * (p.timeout_s + 0.5) + 5.0
         assert all(g.verdict in (UNPARSEABLE, TIMEOUT, INCORRECT) for g in grades)
     assert not canary.exists()
+
+
+# Answers that need math-verify, so they travel to a worker (several per message).
+WORKER_BOUND = [
+    (r"2\sqrt{2}", r"\boxed{\sqrt{8}}"),
+    (r"\{1,2\}", r"\boxed{\{2,1\}}"),
+    (r"[0,1)", r"\boxed{(0,1]}"),
+    ("5", r"\boxed{\frac{}{}}"),
+    (r"x^2+1", r"\boxed{1+x^2}"),
+    ("3", r"\boxed{x = 3}"),
+]
+
+
+@pytest.fixture
+def batches(monkeypatch: pytest.MonkeyPatch) -> list[list[int]]:
+    """Indices of the answers in each message sent to a worker."""
+    sent: list[list[int]] = []
+    send = pool_module._Worker.send
+
+    def spy(self: pool_module._Worker, batch: list[tuple[int, str, str]], timeout_s: float) -> None:
+        sent.append([i for i, _, _ in batch])
+        send(self, batch, timeout_s)
+
+    monkeypatch.setattr(pool_module._Worker, "send", spy)
+    return sent
+
+
+def test_worker_bound_answers_leave_the_parent() -> None:
+    assert not any(isinstance(triage(g, c), Grade) for g, c in WORKER_BOUND)
+
+
+def test_hostile_answer_mid_batch_costs_only_itself(batches: list[list[int]]) -> None:
+    pairs = WORKER_BOUND + [("1", SLOW)] + WORKER_BOUND * 3
+    hostile = len(WORKER_BOUND)
+    with VerifierPool(workers=1, timeout_s=1.0) as p:
+        (first_pid,) = p.worker_pids()
+        grades = p.grade_many(pairs)
+        assert p.worker_pids() != [first_pid]  # the hung worker was replaced
+    assert grades[hostile] == Grade(TIMEOUT, None)
+    rest = pairs[:hostile] + pairs[hostile + 1:]
+    assert grades[:hostile] + grades[hostile + 1:] == [grade_answer(g, c) for g, c in rest]
+    # It was mid-batch: answers sent with it after it were graded again, on the new worker.
+    (batch,) = [b for b in batches if hostile in b]
+    behind = batch[batch.index(hostile) + 1:]
+    assert batch.index(hostile) > 0 and behind
+    assert any(set(behind) <= set(b) for b in batches[batches.index(batch) + 1:])
+
+
+def test_two_hostile_answers_in_one_batch(batches: list[list[int]]) -> None:
+    # Long enough that the first message holds both (a call's batches shrink as it ends).
+    pairs = WORKER_BOUND[:3] + [("1", SLOW)] + WORKER_BOUND[:3] + [("2", SLOW)] + WORKER_BOUND * 5
+    with VerifierPool(workers=1, timeout_s=1.0) as p:
+        grades = p.grade_many(pairs)
+    assert any({3, 7} <= set(b) for b in batches)
+    assert [g.verdict for g in grades].count(TIMEOUT) == 2
+    assert grades[3].verdict == grades[7].verdict == TIMEOUT
+    others = [i for i in range(len(pairs)) if i not in (3, 7)]
+    assert [grades[i] for i in others] == [grade_answer(*pairs[i]) for i in others]
+
+
+def test_worker_crash_mid_batch_loses_only_that_answer(batches: list[list[int]]) -> None:
+    pairs = WORKER_BOUND + [("1", SLOW)] + WORKER_BOUND * 3
+    hostile = len(WORKER_BOUND)
+    with VerifierPool(workers=1, timeout_s=60.0) as p:
+
+        def kill_when_on_hostile() -> None:
+            end = time.monotonic() + 60.0
+            while time.monotonic() < end:
+                for w in list(p._pool):
+                    if w.queue and w.queue[0][0][0] == hostile:  # the worker is on it
+                        time.sleep(0.2)
+                        os.kill(w.proc.pid, signal.SIGKILL)
+                        return
+                time.sleep(0.01)
+
+        killer = threading.Thread(target=kill_when_on_hostile)
+        killer.start()
+        grades = p.grade_many(pairs)
+        killer.join()
+    assert grades[hostile] == Grade(UNPARSEABLE, None)
+    rest = pairs[:hostile] + pairs[hostile + 1:]
+    assert grades[:hostile] + grades[hostile + 1:] == [grade_answer(g, c) for g, c in rest]
+    assert any(hostile in b and b.index(hostile) < len(b) - 1 for b in batches)
+
+
+def test_batches_spread_over_workers(batches: list[list[int]]) -> None:
+    pairs = WORKER_BOUND * 20
+    with VerifierPool(workers=2, timeout_s=30.0) as p:
+        assert p.grade_many(pairs) == [grade_answer(g, c) for g, c in pairs]
+    assert sorted(i for b in batches for i in b) == list(range(len(pairs)))  # each once
+    assert max(map(len, batches)) > 1 and len(batches) >= 4
