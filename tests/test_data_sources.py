@@ -163,7 +163,7 @@ def test_question_length_limit(tmp_path: Path) -> None:
 
 def test_validate_rows_on_builtin_records() -> None:
     rows = generate_problems(3, seed=0)
-    validate_rows(rows, "arith", max_question_chars=60)
+    validate_rows(rows, "arith", max_question_chars=66)
     rows[1] = {**rows[1], "difficulty": "2"}
     with pytest.raises(DataError, match=r"arith: row 1 \(id 'arith-0-1'\), field 'difficulty'"):
         validate_rows(rows, "arith")
