@@ -55,6 +55,18 @@ def reproduce_stage(root: str, stage: str) -> bool:
     return ran
 
 
+@task(name="mlflow", task_run_name="log {stage}", retries=2, retry_delay_seconds=10)
+def track_stage(root: str, stage: str) -> None:
+    """Log to MLflow what `stage` (prepare or evaluate@KEY) left, as the stage itself does
+    under a plain `dvc repro`: here in the flow's process, which loads MLflow once."""
+    from cotflow.tracking import log_stage
+    from tasks.common import stage_config
+
+    name, _, key = stage.partition("@")
+    base, cfg, key = stage_config(name, key or None, Path(root) / "params.yaml")
+    log_stage(cfg, Layout(Path(root)), key, base=base)
+
+
 @task(name="dvc-push", task_run_name="push {label}", retries=2, retry_delay_seconds=30)
 def push_artifacts(root: str, url: str, label: str) -> int:
     """Push what DVC has cached so far to the shared remote (store.dvc_remote)."""
@@ -69,7 +81,7 @@ def push_artifacts(root: str, url: str, label: str) -> int:
 def pipeline(root: str) -> dict[str, Any]:
     """Run (or resume) every stage; return the last iteration's held-out metrics."""
     from cotflow.env import apply_defaults
-    from cotflow.tracking import PARENT_ENV, start_parent
+    from cotflow.tracking import PARENT_ENV, TRACKED_STAGES, start_parent
 
     root_path = Path(root)
     apply_defaults(root_path)  # a deployment's run starts here, not in the CLI
@@ -80,7 +92,9 @@ def pipeline(root: str) -> dict[str, Any]:
     status = "FAILED"
     try:
         for stage in stage_order(cfg):
-            reproduce_stage(root, stage)
+            ran = reproduce_stage(root, stage)
+            if parent and ran and stage.split("@")[0] in TRACKED_STAGES:
+                track_stage(root, stage)  # the stages leave it to this run (PARENT_ENV)
             if cfg.store.dvc_remote and stage.startswith("evaluate@"):
                 push_artifacts(root, cfg.store.dvc_remote, f"iteration {stage[9:]}")
         status = "FINISHED"
@@ -103,9 +117,13 @@ def _close(cfg: PipelineConfig, root: Path, run_id: str, status: str) -> None:
 def run_pipeline(root: Path) -> dict[str, Any]:
     from cotflow.runlock import check_dvc_idle, run_lock
 
-    load_params(root / "params.yaml")  # refuse bad params before anything starts
+    cfg = load_params(root / "params.yaml")  # refuse bad params before anything starts
     if not (root / "dvc.yaml").is_file():
         raise ValueError(f"{root}: no dvc.yaml (run cotflow from the workspace root)")
     with run_lock(root):  # one run per workspace, for the whole run (cotflow/runlock.py)
         check_dvc_idle(root)
+        if cfg.tracking.enabled:
+            from cotflow.tracking import warm_up
+
+            warm_up(cfg, root)  # meanwhile, the flow's first call starts Prefect's server
         return pipeline(str(root))
