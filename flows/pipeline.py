@@ -18,6 +18,7 @@ from prefect import flow, get_run_logger, task
 from cotflow.config import PipelineConfig, load_params
 from cotflow.layout import STAGES, Layout, log_file
 from cotflow.records import read_json
+from cotflow.stage_server import stage_server
 
 
 def stage_order(cfg: PipelineConfig) -> list[str]:
@@ -91,12 +92,13 @@ def pipeline(root: str) -> dict[str, Any]:
         os.environ[PARENT_ENV] = parent  # the stages' child runs hang under this run
     status = "FAILED"
     try:
-        for stage in stage_order(cfg):
-            ran = reproduce_stage(root, stage)
-            if parent and ran and stage.split("@")[0] in TRACKED_STAGES:
-                track_stage(root, stage)  # the stages leave it to this run (PARENT_ENV)
-            if cfg.store.dvc_remote and stage.startswith("evaluate@"):
-                push_artifacts(root, cfg.store.dvc_remote, f"iteration {stage[9:]}")
+        with stage_server(root_path):  # no-op under `cotflow run`, which started one
+            for stage in stage_order(cfg):
+                ran = reproduce_stage(root, stage)
+                if parent and ran and stage.split("@")[0] in TRACKED_STAGES:
+                    track_stage(root, stage)  # the stages leave it to this run (PARENT_ENV)
+                if cfg.store.dvc_remote and stage.startswith("evaluate@"):
+                    push_artifacts(root, cfg.store.dvc_remote, f"iteration {stage[9:]}")
         status = "FINISHED"
     finally:
         if parent:
@@ -126,4 +128,5 @@ def run_pipeline(root: Path) -> dict[str, Any]:
             from cotflow.tracking import warm_up
 
             warm_up(cfg, root)  # meanwhile, the flow's first call starts Prefect's server
-        return pipeline(str(root))
+        with stage_server(root):  # its imports too, in a process of its own
+            return pipeline(str(root))
