@@ -20,7 +20,6 @@ import json
 import os
 import re
 import subprocess
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -54,28 +53,13 @@ def mlflow_key(key: str) -> str:
     return _NAME_UNSAFE.sub(lambda m: "_plus" if m.group() == "+" else "_", key)
 
 
-_warming: threading.Thread | None = None
-
-
-def warm_up(cfg: PipelineConfig, root: Path) -> None:
-    """Import MLflow and open the store (creating its database and the experiment on first
-    use: several seconds) in the background, while `cotflow run` waits for Prefect's
-    server; the first `_client` call then waits for it instead of starting over."""
-    global _warming
-
-    def opened() -> None:
-        try:
-            _client(cfg, root)
-        except Exception:  # noqa: BLE001 - the flow's own first call raises it
-            pass
-
-    _warming = threading.Thread(target=opened, name="mlflow-warm-up", daemon=True)
-    _warming.start()
+def open_store(cfg: PipelineConfig, root: Path) -> None:
+    """Import MLflow and open the store now (the first use of a store creates its database
+    and the experiment: seconds), so the pipeline's first logging does not wait for it."""
+    _client(cfg, root)
 
 
 def _client(cfg: PipelineConfig, root: Path):
-    if _warming is not None and _warming is not threading.current_thread():
-        _warming.join()  # two first uses of a new store would both create its tables
     import mlflow
     from mlflow.tracking import MlflowClient
 

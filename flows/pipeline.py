@@ -10,6 +10,7 @@ file, forwarded) and the UI; it caches nothing of its own.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -124,9 +125,32 @@ def run_pipeline(root: Path) -> dict[str, Any]:
         raise ValueError(f"{root}: no dvc.yaml (run cotflow from the workspace root)")
     with run_lock(root):  # one run per workspace, for the whole run (cotflow/runlock.py)
         check_dvc_idle(root)
-        if cfg.tracking.enabled:
-            from cotflow.tracking import warm_up
+        # Three starts of seconds each, side by side: the stage server's imports, Prefect's
+        # temporary server, MLflow's store (here, while the other two run).
+        with stage_server(root):
+            prefect_ready = _start_prefect_server()
+            if cfg.tracking.enabled:
+                from cotflow.tracking import open_store
 
-            warm_up(cfg, root)  # meanwhile, the flow's first call starts Prefect's server
-        with stage_server(root):  # its imports too, in a process of its own
+                open_store(cfg, root)
+            prefect_ready()
             return pipeline(str(root))
+
+
+def _start_prefect_server() -> Callable[[], None]:
+    """Start the temporary server that the flow's first call would start, without waiting
+    for it; return the wait. It is Prefect's own (the same instance, which the flow then
+    finds running); none where PREFECT_API_URL names a server or ephemeral mode is off."""
+    import threading
+
+    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
+
+    if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
+        return lambda: None
+    from prefect.server.api.server import SubprocessASGIServer
+
+    # A failed start leaves it not running: the flow's own call then starts it and raises.
+    starting = threading.Thread(target=SubprocessASGIServer().start, name="prefect-server",
+                                daemon=True)
+    starting.start()
+    return starting.join
