@@ -125,10 +125,11 @@ def run_pipeline(root: Path) -> dict[str, Any]:
         raise ValueError(f"{root}: no dvc.yaml (run cotflow from the workspace root)")
     with run_lock(root):  # one run per workspace, for the whole run (cotflow/runlock.py)
         check_dvc_idle(root)
-        # Three starts of seconds each, side by side: the stage server's imports, Prefect's
-        # temporary server, MLflow's store (here, while the other two run).
+        # Three starts of seconds each, side by side: Prefect's temporary server (first: the
+        # longest, and its start imports much here), the stage server's imports, MLflow's
+        # store (here, while the other two run).
+        prefect_ready = _start_prefect_server()
         with stage_server(root):
-            prefect_ready = _start_prefect_server()
             if cfg.tracking.enabled:
                 from cotflow.tracking import open_store
 
