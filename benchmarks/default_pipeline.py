@@ -51,7 +51,7 @@ def stage_rows(ws: Path) -> list[tuple[str, dict]]:
 
 
 def flow_marks(log: str) -> tuple[float | None, dict[str, float]]:
-    """(when the flow run began, when each stage's task finished), in seconds of the day,
+    """(when the flow run began, when each stage's tasks finished), in seconds of the day,
     from Prefect's log lines; a stage's wall time is the gap since the mark before it."""
     began, finished = None, {}
     for line in log.splitlines():
@@ -63,7 +63,8 @@ def flow_marks(log: str) -> tuple[float | None, dict[str, float]]:
         if text.startswith("Flow run ") and " - Beginning flow run" in text:
             began = sec
         elif (f := re.match(r"Task run '([^']+)' - Finished in state", text)):
-            finished[f.group(1)] = sec
+            # The flow's MLflow logging of a stage ("log evaluate@001") counts to the stage.
+            finished[f.group(1).removeprefix("log ")] = sec
     return began, finished
 
 
