@@ -152,7 +152,8 @@ def _serve(path: str, alive: int) -> list[str] | None:
 
     before = dict(os.environ)
     for name in PRELOAD:
-        with contextlib.suppress(ImportError):
+        # One that fails here fails in the stage that needs it, with the stage's message.
+        with contextlib.suppress(Exception):
             importlib.import_module(name)
     # What the imports set themselves (torch: TORCHINDUCTOR_CACHE_DIR), as they would in a
     # stage process of their own.
