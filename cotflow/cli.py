@@ -51,6 +51,12 @@ def main(argv: list[str] | None = None) -> int:
     apply_defaults(root)
     try:
         if args.command == "stage":
+            from cotflow.stage_server import run_stage_in_server
+
+            # Under `cotflow run`: a fork of its warm stage server runs it (stage_server.py).
+            code = run_stage_in_server(sys.argv[1:] if argv is None else argv)
+            if code is not None:
+                return code
             from cotflow.runlock import check_stage_allowed
             from tasks.common import run_stage
 

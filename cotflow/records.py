@@ -130,7 +130,10 @@ def read_table(path: Path, kind: str) -> dict[str, list]:
     if not path.is_file():
         raise RecordError(f"{path}: missing (did the stage that writes it run?)")
     try:
-        table = pq.read_table(path)
+        # One file, read as such: pq.read_table goes through pyarrow.dataset, whose import
+        # (and pandas', which it pulls in) costs a stage process about a second.
+        with pq.ParquetFile(path) as file:
+            table = file.read()
     except (pa.ArrowException, OSError) as err:
         raise RecordError(f"{path}: not a readable parquet file: {err}") from None
     for name, typ in SCHEMAS[kind].items():

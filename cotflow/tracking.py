@@ -7,6 +7,10 @@ a changed parameter starts a new parent, a resumed run continues the old one.
 The parent logs params.yaml as written (the shared settings, overrides unapplied); each child
 logs the settings its iteration ran with, under the same dotted names. Metrics carry
 step = iteration (0 = warm start).
+
+Who logs: under `cotflow run` the flow logs each stage of TRACKED_STAGES after DVC ran it,
+in its own process, where MLflow is loaded once (a stage process would spend seconds
+importing it); under a plain `dvc repro` the stage logs itself. `log_stage` serves both.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from cotflow.layout import STAGES, IterationLayout, Layout, stats_file, timing_f
 from cotflow.records import read_json
 
 PARENT_ENV = "COTFLOW_PARENT_RUN_ID"
+TRACKED_STAGES = frozenset({"prepare", "evaluate"})
 SUPERSEDED = "cotflow.superseded_by"
 MAX_PARAM_VALUE = 6000  # MLflow refuses longer param values
 # Not logged per iteration: `iterations` is the pipeline's shape, not a setting of one
@@ -46,6 +51,12 @@ def mlflow_key(key: str) -> str:
     """MLflow names allow alphanumerics and _-. :/ only: `algorithms.raft++.clip_eps`
     is logged as `algorithms.raft_plus_plus.clip_eps`."""
     return _NAME_UNSAFE.sub(lambda m: "_plus" if m.group() == "+" else "_", key)
+
+
+def open_store(cfg: PipelineConfig, root: Path) -> None:
+    """Import MLflow and open the store now (the first use of a store creates its database
+    and the experiment: seconds), so the pipeline's first logging does not wait for it."""
+    _client(cfg, root)
 
 
 def _client(cfg: PipelineConfig, root: Path):
@@ -131,7 +142,9 @@ def dvc_stage_hashes(root: Path, key: str) -> dict[str, str]:
     lock_path = Path(root) / "dvc.lock"
     if not lock_path.is_file():
         return {}
-    stages = (yaml.safe_load(lock_path.read_text()) or {}).get("stages", {})
+    # libyaml where PyYAML has it: dvc.lock runs to thousands of lines (pure Python: ~1 s).
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    stages = (yaml.load(lock_path.read_text(), Loader=loader) or {}).get("stages", {})
     out = {}
     for name, entry in stages.items():
         if name == "prepare" or name.endswith(f"@{key}"):
@@ -155,6 +168,22 @@ def collect_iteration(it: IterationLayout) -> dict[str, float]:
                 metrics.update(_numeric(stage, {k.split("/")[-1]: v for k, v in values.items()}))
     metrics.update(_numeric("evaluate", read_json(it.metrics)))
     return metrics
+
+
+def logged_by_flow() -> bool:
+    """Whether a `cotflow run` flow started this stage and logs it itself."""
+    return bool(os.environ.get(PARENT_ENV))
+
+
+def log_stage(cfg: PipelineConfig, layout: Layout, key: str | None, *,
+              base: PipelineConfig) -> None:
+    """Log what stage prepare (`key` None) or iteration `key`'s evaluate left: `cfg` is the
+    config the stage ran with, `base` the one params.yaml states (tasks/common.py
+    stage_config gives both)."""
+    if key is None:
+        log_warm_start(cfg, layout)
+    else:
+        log_iteration(cfg, layout, layout.iteration(key, base.iterations[key].prev), base=base)
 
 
 def log_warm_start(cfg: PipelineConfig, layout: Layout) -> None:

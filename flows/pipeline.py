@@ -10,6 +10,7 @@ file, forwarded) and the UI; it caches nothing of its own.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from prefect import flow, get_run_logger, task
 from cotflow.config import PipelineConfig, load_params
 from cotflow.layout import STAGES, Layout, log_file
 from cotflow.records import read_json
+from cotflow.stage_server import stage_server
 
 
 def stage_order(cfg: PipelineConfig) -> list[str]:
@@ -55,6 +57,18 @@ def reproduce_stage(root: str, stage: str) -> bool:
     return ran
 
 
+@task(name="mlflow", task_run_name="log {stage}", retries=2, retry_delay_seconds=10)
+def track_stage(root: str, stage: str) -> None:
+    """Log to MLflow what `stage` (prepare or evaluate@KEY) left, as the stage itself does
+    under a plain `dvc repro`: here in the flow's process, which loads MLflow once."""
+    from cotflow.tracking import log_stage
+    from tasks.common import stage_config
+
+    name, _, key = stage.partition("@")
+    base, cfg, key = stage_config(name, key or None, Path(root) / "params.yaml")
+    log_stage(cfg, Layout(Path(root)), key, base=base)
+
+
 @task(name="dvc-push", task_run_name="push {label}", retries=2, retry_delay_seconds=30)
 def push_artifacts(root: str, url: str, label: str) -> int:
     """Push what DVC has cached so far to the shared remote (store.dvc_remote)."""
@@ -69,7 +83,7 @@ def push_artifacts(root: str, url: str, label: str) -> int:
 def pipeline(root: str) -> dict[str, Any]:
     """Run (or resume) every stage; return the last iteration's held-out metrics."""
     from cotflow.env import apply_defaults
-    from cotflow.tracking import PARENT_ENV, start_parent
+    from cotflow.tracking import PARENT_ENV, TRACKED_STAGES, start_parent
 
     root_path = Path(root)
     apply_defaults(root_path)  # a deployment's run starts here, not in the CLI
@@ -79,10 +93,13 @@ def pipeline(root: str) -> dict[str, Any]:
         os.environ[PARENT_ENV] = parent  # the stages' child runs hang under this run
     status = "FAILED"
     try:
-        for stage in stage_order(cfg):
-            reproduce_stage(root, stage)
-            if cfg.store.dvc_remote and stage.startswith("evaluate@"):
-                push_artifacts(root, cfg.store.dvc_remote, f"iteration {stage[9:]}")
+        with stage_server(root_path):  # no-op under `cotflow run`, which started one
+            for stage in stage_order(cfg):
+                ran = reproduce_stage(root, stage)
+                if parent and ran and stage.split("@")[0] in TRACKED_STAGES:
+                    track_stage(root, stage)  # the stages leave it to this run (PARENT_ENV)
+                if cfg.store.dvc_remote and stage.startswith("evaluate@"):
+                    push_artifacts(root, cfg.store.dvc_remote, f"iteration {stage[9:]}")
         status = "FINISHED"
     finally:
         if parent:
@@ -103,9 +120,38 @@ def _close(cfg: PipelineConfig, root: Path, run_id: str, status: str) -> None:
 def run_pipeline(root: Path) -> dict[str, Any]:
     from cotflow.runlock import check_dvc_idle, run_lock
 
-    load_params(root / "params.yaml")  # refuse bad params before anything starts
+    cfg = load_params(root / "params.yaml")  # refuse bad params before anything starts
     if not (root / "dvc.yaml").is_file():
         raise ValueError(f"{root}: no dvc.yaml (run cotflow from the workspace root)")
     with run_lock(root):  # one run per workspace, for the whole run (cotflow/runlock.py)
         check_dvc_idle(root)
-        return pipeline(str(root))
+        # Three starts of seconds each, side by side: Prefect's temporary server (first: the
+        # longest, and its start imports much here), the stage server's imports, MLflow's
+        # store (here, while the other two run).
+        prefect_ready = _start_prefect_server()
+        with stage_server(root):
+            if cfg.tracking.enabled:
+                from cotflow.tracking import open_store
+
+                open_store(cfg, root)
+            prefect_ready()
+            return pipeline(str(root))
+
+
+def _start_prefect_server() -> Callable[[], None]:
+    """Start the temporary server that the flow's first call would start, without waiting
+    for it; return the wait. It is Prefect's own (the same instance, which the flow then
+    finds running); none where PREFECT_API_URL names a server or ephemeral mode is off."""
+    import threading
+
+    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
+
+    if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
+        return lambda: None
+    from prefect.server.api.server import SubprocessASGIServer
+
+    # A failed start leaves it not running: the flow's own call then starts it and raises.
+    starting = threading.Thread(target=SubprocessASGIServer().start, name="prefect-server",
+                                daemon=True)
+    starting.start()
+    return starting.join

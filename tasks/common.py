@@ -18,7 +18,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from cotflow import faults
+from cotflow import faults, tracking
 from cotflow.config import PipelineConfig, load_params, read_params
 from cotflow.layout import (
     STAGES,
@@ -152,15 +152,10 @@ def _run_logged(name: str, base: PipelineConfig, cfg: PipelineConfig, layout: La
     # Only now: a stage killed after saving its output but before its stats file resumes
     # from its last checkpoint instead of starting over.
     shutil.rmtree(checkpoint_dir(folder), ignore_errors=True)
-    if cfg.tracking.enabled and name in ("prepare", "evaluate"):
+    if cfg.tracking.enabled and name in tracking.TRACKED_STAGES and not tracking.logged_by_flow():
         # After the stage's own files, so MLflow gets this run's figures, not the last run's.
-        from cotflow import tracking
-
         t1 = time.perf_counter()
-        if it is None:
-            tracking.log_warm_start(cfg, layout)
-        else:
-            tracking.log_iteration(cfg, layout, it, base=base)
+        tracking.log_stage(cfg, layout, None if it is None else it.key, base=base)
         timing["tracking_seconds"] = round(time.perf_counter() - t1, 3)
         write_json(timing_file(folder, name), timing)
     log.info("%s done: %s %s", name, json.dumps(stats, sort_keys=True), json.dumps(timing))

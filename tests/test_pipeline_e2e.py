@@ -238,7 +238,20 @@ def test_cotflow_run_resumes_what_dvc_left_with_identical_results(
     flow_runs = _api(prefect_server, "/flow_runs/filter", {})
     assert any(r["state_type"] == "COMPLETED" for r in flow_runs)
     tasks = _api(prefect_server, "/task_runs/filter", {})
-    assert {t["name"] for t in tasks} >= {"prepare", "train@002", "evaluate@002"}
+    assert {t["name"] for t in tasks} >= {"prepare", "train@002", "evaluate@002",
+                                          "log evaluate@002"}
+    # The flow logged the iterations it ran, in its own process: the stages did not.
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{ws / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("cotflow").experiment_id])
+    parents = {r.info.run_id for r in runs if r.data.tags.get("cotflow.kind") == "pipeline"}
+    children = sorted((c.data.tags["cotflow.iteration"], c.data.tags["mlflow.parentRunId"])
+                      for c in runs if c.data.tags.get("mlflow.parentRunId") in parents)
+    assert [k for k, _ in children] == ["001", "002"] and len({p for _, p in children}) == 1
+    for key in ("001", "002"):
+        timing = json.loads((ws / f"artifacts/iter-{key}/timing/evaluate.json").read_text())
+        assert "tracking_seconds" not in timing
 
 
 def _api(url: str, path: str, body: dict) -> list[dict]:
