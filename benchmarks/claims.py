@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from gvm_speedup import budget_by_difficulty
+from gvm_speedup import print_budgets
 from harness import (
     add_arm_arguments,
     by_iteration,
@@ -225,11 +225,7 @@ def main() -> int:
     print("\n".join(curves_report(top, args.seeds, args.arms)))
     print()
     print("\n".join(table(top, args.seeds, set(args.arms))))
-    for arm in args.arms:
-        if ARMS[arm].preset.startswith("gvm"):
-            print(f"\n{arm}: the probe and the budget by difficulty (all seeds and iterations)")
-            print("\n".join(budget_by_difficulty([top / f"seed-{s}" / arm
-                                                  for s in args.seeds])))
+    print_budgets(top, args.seeds, [a for a in args.arms if ARMS[a].preset.startswith("gvm")])
     print(f"\nruns kept in {top}")
     return 0
 

@@ -102,6 +102,13 @@ def budget_by_difficulty(runs: list[Path]) -> list[str]:
     return out
 
 
+def print_budgets(top: Path, seeds: list[int], arms: list[str]) -> None:
+    """`budget_by_difficulty` of each GVM arm, over its seeds' runs in top/seed-S/ARM."""
+    for arm in arms:
+        print(f"\n{arm}: the probe and the budget by difficulty (all seeds and iterations)")
+        print("\n".join(budget_by_difficulty([top / f"seed-{s}" / arm for s in seeds])))
+
+
 def pooled_warm_start(warm_start: Path, pool: int, top: Path) -> Path:
     """A copy of `warm_start` whose train.parquet keeps its first `pool` prompts."""
     import pyarrow.parquet as pq
@@ -192,11 +199,7 @@ def main() -> int:
             per_seed = [speedup(u, o) for u, o in zip(ref, gvm, strict=True)]
             print(f"speedup of {arm} over {reference} in {unit}: mean curves "
                   f"{speedup(mean_curve(ref), mean_curve(gvm))}; per seed {', '.join(per_seed)}")
-    for arm in args.arms:
-        if ARMS[arm][2] is not None:
-            print(f"\n{arm}: the probe and the budget by difficulty (all seeds and iterations)")
-            print("\n".join(budget_by_difficulty([top / f"seed-{s}" / arm
-                                                  for s in args.seeds])))
+    print_budgets(top, args.seeds, [arm for arm in args.arms if ARMS[arm][2] is not None])
     print(f"\nruns kept in {top}")
     return 0
 
