@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -54,3 +55,15 @@ def sample_row(prompt_id: str, sample_idx: int, prompt: str, completion: str, *,
     return {"prompt_id": prompt_id, "sample_idx": sample_idx, "prompt": prompt,
             "completion": completion, "num_tokens": len(ids), "finished": finished,
             "prompt_ids": tok(prompt)["input_ids"], "completion_ids": ids}
+
+
+def frozen_pid(marker: Path, within_s: float = 300) -> int:
+    """The pid a stage wrote to a fault `marker` once that process is stopped (state T)."""
+    deadline = time.time() + within_s
+    while time.time() < deadline:
+        if marker.is_file() and marker.read_text().strip():
+            pid = int(marker.read_text())
+            if Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] == "T":
+                return pid
+        time.sleep(0.1)
+    raise AssertionError(f"no stage froze at {marker.name}")

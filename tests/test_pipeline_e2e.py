@@ -15,7 +15,7 @@ import yaml
 from safetensors.torch import load_file
 
 from cotflow.workspace import make_workspace
-from tests.conftest import micro_params
+from tests.conftest import frozen_pid, micro_params
 
 pytestmark = pytest.mark.slow
 STAGES = ["prepare"] + [f"{s}@{k}" for k in ("001", "002") for s in
@@ -299,17 +299,6 @@ def _assert_outputs_whole(ws: Path) -> None:
             p.name for p in policy.iterdir()}, policy
 
 
-def _frozen(marker: Path, within_s: float = 300) -> int:
-    deadline = time.time() + within_s
-    while time.time() < deadline:
-        if marker.is_file() and marker.read_text().strip():
-            pid = int(marker.read_text())
-            if Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] == "T":
-                return pid
-        time.sleep(0.1)
-    raise AssertionError(f"no stage froze at {marker.name}")
-
-
 def test_killed_in_every_stage_then_resumed_gives_identical_results(
         repro_ws, prefect_server, tmp_path_factory):
     ws_ref, _ = repro_ws
@@ -323,7 +312,7 @@ def test_killed_in_every_stage_then_resumed_gives_identical_results(
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 start_new_session=True)
         if action == "stop":
-            _frozen(faults / f"{stage}.{point}")
+            frozen_pid(faults / f"{stage}.{point}")
             lock_before = (ws / "dvc.lock").read_text()
             second = subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=ws, env=env,
                                     capture_output=True, text=True, timeout=120)

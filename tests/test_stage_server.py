@@ -15,7 +15,7 @@ from pathlib import Path
 
 from cotflow.stage_server import stage_server
 from cotflow.workspace import make_workspace
-from tests.conftest import micro_params
+from tests.conftest import frozen_pid, micro_params
 
 
 def _stage(ws: Path, fault: str | None = None, **popen) -> subprocess.Popen:
@@ -27,17 +27,9 @@ def _stage(ws: Path, fault: str | None = None, **popen) -> subprocess.Popen:
                              "--iteration", "001"], cwd=ws, env=env, **popen)
 
 
-def _stopped(ws: Path, point: str, within_s: float = 300) -> int:
+def _stopped(ws: Path, point: str) -> int:
     """The pid of the stage process that stopped itself at `point`."""
-    marker = ws / "faults" / f"critique@001.{point}"
-    deadline = time.time() + within_s
-    while time.time() < deadline:
-        if marker.is_file() and marker.read_text().strip():
-            pid = int(marker.read_text())
-            if Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] == "T":
-                return pid
-        time.sleep(0.1)
-    raise AssertionError(f"no stage stopped at {point}")
+    return frozen_pid(ws / "faults" / f"critique@001.{point}")
 
 
 def _gone(pid: int, within_s: float = 30) -> bool:
