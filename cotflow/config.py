@@ -24,6 +24,7 @@ from cotflow.config_types import (
     Prob,
     Section,
 )
+from cotflow.critique_config import CritiqueConfig
 from cotflow.scale_config import DeepSpeedConfig, ServingConfig, StoreConfig
 
 ITERATION_KEY = re.compile(r"^\d{3}$")
@@ -77,6 +78,7 @@ class WarmstartConfig(Section):
     weight_decay: NonNegFloat
     max_grad_norm: PosFloat
     checkpoint_every: NonNegInt  # optimizer steps between resume checkpoints; 0: none
+    refinement_examples: NonNegInt  # Critique-GRPO's refinement format, taught (builtin)
 
 
 class GvmConfig(Section):
@@ -195,6 +197,7 @@ class PipelineConfig(Section):
     verify: VerifyConfig
     train: TrainConfig
     evaluate: EvaluateConfig
+    critique: CritiqueConfig
     tracking: TrackingConfig
     serving: ServingConfig
     deepspeed: DeepSpeedConfig

@@ -26,7 +26,12 @@ GROUP_SIZE = 8
 # paper's RAFT++ and GRPO baselines take 1024 prompts in mini-batches of 256 (4); oat's
 # Dr.GRPO, which SEED-GRPO keeps, one step (rollout batch = train batch, 1 epoch); DAPO
 # 512 × 16 samples in mini-batches of 512 (16); NFT 512 prompts in mini-batches of 32 (16).
-PAPER_STEPS = {"raft++": 4, "grpo": 4, "dr-grpo": 1, "seed-grpo": 1, "dapo": 16, "nft": 16}
+PAPER_STEPS = {"raft++": 4, "grpo": 4, "dr-grpo": 1, "seed-grpo": 1, "dapo": 16, "nft": 16,
+               # Critique-GRPO: 128 prompts in mini-batches of 64 (specs/algorithms-a.md §3.7)
+               "critique-grpo": 2}
+# Algorithms whose every sampled response also draws a refinement (Critique-GRPO): the
+# budget pays for both, so they sample half the prompts of the others (equal samples).
+REFINES = frozenset({"critique-grpo"})
 # VerIPO's DPO stage: a global batch of 32 pairs, one pass (specs/algorithms-b.md §4.2).
 DPO_PAIRS_PER_STEP = 32
 # Learning rates of the presets at these steps, with params.yaml's 10-step warmup of each
@@ -37,6 +42,7 @@ DPO_PAIRS_PER_STEP = 32
 LR: dict[str, float] = {
     "raft++": 1.0e-4, "grpo": 1.0e-4, "dr-grpo": 1.0e-4, "seed-grpo": 1.0e-4, "dapo": 3.0e-5,
     "nft": 3.0e-5, "dpo": 1.0e-5,
+    "critique-grpo": 1.0e-4,  # GRPO's, not measured for Critique-GRPO
 }
 # preset -> (algorithms entry, G = 8 per prompt, extra overrides)
 PRESETS: dict[str, tuple[str, bool, dict[str, dict[str, Any]]]] = {
@@ -56,6 +62,14 @@ PRESETS: dict[str, tuple[str, bool, dict[str, dict[str, Any]]]] = {
     # gradient's variance most, after a probe of allocate.gvm.probe_n samples per prompt.
     "gvm-raft": ("raft++", True, {"allocate": {"method": "gvm"}}),
     "gvm-grpo": ("grpo", True, {"allocate": {"method": "gvm"}}),
+    # Critique-GRPO (specs/algorithms-a.md §3): 8 responses per prompt, each critiqued and
+    # refined; groups of 7 + the selected refinement. The default critique is the released
+    # script's; one preset per critique type for ablation. The tiny model reads critiques
+    # only after a warm start with warmstart.refinement_examples (README).
+    "critique-grpo": ("critique-grpo", True, {}),
+    **{f"critique-grpo-{t.replace('_', '-')}": (
+        "critique-grpo", True, {"algorithms": {"critique-grpo": {"critique": t}}})
+       for t in ("indicative", "cot", "self")},
 }
 
 
@@ -82,10 +96,11 @@ def iterations_for(cfg: PipelineConfig, names: list[str]) -> dict[str, dict[str,
         algorithm, grouped, extra = PRESETS[name]
         overrides = {k: dict(v) for k, v in extra.items()}
         if grouped:
-            prompts = budget // GROUP_SIZE
+            per_prompt = GROUP_SIZE * (2 if algorithm in REFINES else 1)
+            prompts = budget // per_prompt
             if prompts < 1:
                 raise ConfigError(f"preset {name}: a sample budget of {budget} is below one "
-                                  f"group of {GROUP_SIZE}")
+                                  f"group's {per_prompt} samples")
             overrides["allocate"] = {**overrides.get("allocate", {}),
                                      "prompts_per_iteration": prompts, "n": GROUP_SIZE}
             overrides["train"] = {**overrides.get("train", {}),

@@ -44,9 +44,15 @@ SCHEMAS: dict[str, dict[str, pa.DataType]] = {
         "prompt_id": pa.string(), "sample_idx": pa.int64(), "verdict": pa.string(),
         "reward": pa.float64(), "extracted": pa.string(),
     },
+    # Critique-GRPO: per sampled response, its critique and the policy's refinement.
     "critiques": {
-        "prompt_id": pa.string(), "sample_idx": pa.int64(), "critique": pa.string(),
-        "refinement": pa.string(),
+        "prompt_id": pa.string(), "sample_idx": pa.int64(), "critique_type": pa.string(),
+        "critic": pa.string(),  # who wrote it: builtin | indicative | lm | policy | fallback
+        "critique": pa.string(), "refinement_prompt": pa.string(), "refinement": pa.string(),
+        "refinement_prompt_ids": pa.list_(pa.int64()), "refinement_ids": pa.list_(pa.int64()),
+        "num_tokens": pa.int64(), "finished": pa.bool_(), "verdict": pa.string(),
+        "reward": pa.float64(), "extracted": pa.string(),
+        "selected": pa.bool_(),  # the prompt's refinement that joins its group (§3.3)
     },
     # One row per held-out problem: what paired comparisons of two runs need.
     "evaluation": {
@@ -147,13 +153,14 @@ def read_table(path: Path, kind: str) -> dict[str, list]:
             row = table.column(name).to_pylist().index(None)
             raise RecordError(f"{path}: row {row}: field {name!r} is null")
     columns = {name: table.column(name).to_pylist() for name in SCHEMAS[kind]}
-    if kind == "samples":
+    ids_field = {"samples": "completion_ids", "critiques": "refinement_ids"}.get(kind)
+    if ids_field:
         # Trainers take a sample's length from either: they must agree.
-        for row, (n, ids) in enumerate(zip(columns["num_tokens"], columns["completion_ids"],
+        for row, (n, ids) in enumerate(zip(columns["num_tokens"], columns[ids_field],
                                            strict=True)):
             if n != len(ids):
                 raise RecordError(f"{path}: row {row}: field 'num_tokens' is {n}, but "
-                                  f"'completion_ids' holds {len(ids)} ids")
+                                  f"{ids_field!r} holds {len(ids)} ids")
     return columns
 
 

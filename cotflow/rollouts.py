@@ -25,6 +25,9 @@ class Rollout:
     finished: bool
     reward: float  # the verify stage's reward
     extracted: str | None
+    # A Critique-GRPO refinement joined to its prompt's group: drawn from the refinement
+    # prompt, trained as a reply to `prompt` (off-policy); sample_idx is the response it refined.
+    refinement: bool = False
 
     @property
     def correct(self) -> bool:
@@ -45,6 +48,26 @@ def rollouts(samples: dict[str, list], verdicts: dict[str, list]) -> list[Rollou
                 samples["prompt_id"], samples["sample_idx"], samples["prompt"],
                 samples["completion"], samples["prompt_ids"], samples["completion_ids"],
                 samples["finished"], verdicts["reward"], verdicts["extracted"], strict=True)]
+
+
+def selected_refinements(critiques: dict[str, list], rows: Sequence[Rollout]) -> list[Rollout]:
+    """The critique stage's selected refinement of each prompt, as a rollout of the prompt's
+    group: the question's prompt and prompt ids (it trains as a reply to the question), the
+    refinement's sampled ids, its reward (specs/algorithms-a.md §3.3)."""
+    where = {(r.prompt_id, r.sample_idx): r for r in rows}
+    out = []
+    for i, pid in enumerate(critiques["prompt_id"]):
+        if not critiques["selected"][i]:
+            continue
+        initial = where.get((pid, critiques["sample_idx"][i]))
+        if initial is None:
+            raise ValueError(f"critiques name sample ({pid!r}, {critiques['sample_idx'][i]}) "
+                             "that is not in samples (rerun critique)")
+        out.append(Rollout(pid, initial.sample_idx, initial.prompt, critiques["refinement"][i],
+                           initial.prompt_ids, tuple(critiques["refinement_ids"][i]),
+                           critiques["finished"][i], critiques["reward"][i],
+                           critiques["extracted"][i], refinement=True))
+    return out
 
 
 def groups(rows: Sequence[Rollout]) -> dict[str, list[Rollout]]:

@@ -36,7 +36,7 @@ ALL_STAGES = ("prepare", *STAGES)
 # Stages that load a model: their torch/transformers import is timed apart from their work,
 # since it is a per-process cost of running stages as separate commands.
 MODEL_STAGES = frozenset({"prepare", "sample", "train", "evaluate"})
-SAMPLING_STAGES = frozenset({"prepare", "allocate", "sample", "evaluate"})
+SAMPLING_STAGES = frozenset({"prepare", "allocate", "sample", "critique", "evaluate"})
 
 
 def normalize_key(iteration: str | int) -> str:

@@ -97,6 +97,8 @@ def run(cfg: PipelineConfig, layout: Layout) -> tuple[dict[str, Any], dict[str, 
     w = cfg.warmstart
     examples = [text_example(tokenizer, format_prompt(cfg, p["question"]), p["solution"])
                 for p in train if p["solution"]]
+    taught = refinement_examples(cfg, tokenizer, train, context_length(model, cfg))
+    examples += taught
     sft: dict[str, Any] = {}
     ckpt = _checkpointer(cfg, layout)
     if w.steps and examples:
@@ -114,11 +116,39 @@ def run(cfg: PipelineConfig, layout: Layout) -> tuple[dict[str, Any], dict[str, 
     write_json(layout.base_curve, [{"iteration": 0, "accuracy": metrics["accuracy"]}])
     stats = {"train_problems": len(train), "test_problems": len(test),
              "warmstart/steps": w.steps if examples else 0,
+             "warmstart/refinement_examples": len(taught),
              "warmstart/final_loss": round(sft["loss"], 6) if sft else None}
     timing = {"warmstart/tokens_per_s": round(sft.get("tokens_per_s", 0.0), 1),
               "warmstart/seconds": round(sft.get("seconds", 0.0), 2),
               **eval_timing}
     return stats, timing
+
+
+def refinement_examples(cfg: PipelineConfig, tokenizer: Any, train: list[dict],
+                        context: int) -> list:
+    """`warmstart.refinement_examples` examples that teach the policy to read a critique
+    (Critique-GRPO's refinement prompt -> the right solution) and to write one (`self`),
+    built from the built-in task's steps (cotflow/data/arithmetic_critic.py)."""
+    from cotflow.data.arithmetic_critic import teaching_pairs
+    from models.torch_trainer import text_example
+
+    count = cfg.warmstart.refinement_examples
+    if not count:
+        return []
+    if cfg.data.source != "builtin":
+        raise ValueError("warmstart.refinement_examples: the examples are built from the "
+                         "built-in task's steps; set it to 0 for data.source "
+                         f"{cfg.data.source!r}")
+    c = cfg.critique
+    pairs = teaching_pairs(train, count, seed=cfg.seed, refinement_template=c.refinement_template,
+                           self_template=c.self_template, wording=c.wording)
+    out = [text_example(tokenizer, prompt, target) for prompt, target in pairs]
+    longest = max(out, key=lambda ex: len(ex.prompt_ids) + len(ex.completion_ids))
+    if len(longest.prompt_ids) + len(longest.completion_ids) > context:
+        raise ValueError(f"warmstart.refinement_examples: an example is "
+                         f"{len(longest.prompt_ids) + len(longest.completion_ids)} tokens, over "
+                         f"the model's context of {context}; shorten critique.refinement_template")
+    return out
 
 
 def _checkpointer(cfg: PipelineConfig, layout: Layout):
@@ -127,7 +157,7 @@ def _checkpointer(cfg: PipelineConfig, layout: Layout):
     from cotflow.algorithms import losses
     from models.checkpoint import Checkpointer, fingerprint
 
-    config = {k: getattr(cfg, k).model_dump() for k in ("data", "model", "warmstart")}
+    config = {k: getattr(cfg, k).model_dump() for k in ("data", "model", "warmstart", "critique")}
     config.update(seed=cfg.seed, threads=cfg.threads)
     files = [layout.train_set, __file__, models.torch_trainer.__file__, losses.__file__]
     return Checkpointer.for_stage(layout.base, "warmstart", cfg.warmstart.checkpoint_every,

@@ -19,7 +19,7 @@ from cotflow.layout import IterationLayout, Layout
 from cotflow.recipes import recipe_for
 from cotflow.recipes.base import Example, Inputs, rollout_example
 from cotflow.records import read_table
-from cotflow.rollouts import Rollout, rollouts
+from cotflow.rollouts import Rollout, rollouts, selected_refinements
 
 log = logging.getLogger(__name__)
 REPORTED = ("loss", "grad_norm", "clip_fraction", "kl", "entropy", "optimizer_steps",
@@ -76,6 +76,8 @@ def run(cfg: PipelineConfig, layout: Layout,
     torch.set_num_threads(cfg.threads)
     algo = cfg.algorithm(it.key)
     rows = rollouts(read_table(it.samples, "samples"), read_table(it.verdicts, "verdicts"))
+    # Critique-GRPO's selected refinements join their prompts' groups (none for the others).
+    rows += selected_refinements(read_table(it.critiques, "critiques"), rows)
     model, tokenizer = load_policy(it.prev_policy, for_training=True)
     max_len = context_length(model, cfg)
     pad_id = tokenizer.pad_token_id
@@ -140,7 +142,8 @@ def _checkpointer(cfg: PipelineConfig, layout: Layout, it: IterationLayout):
     code = [__file__, models.torch_trainer.__file__, root / "models" / "steps.py",
             root / "cotflow" / "rollouts.py", root / "cotflow" / "recipes",
             root / "cotflow" / "algorithms"]
-    inputs = [it.samples, it.verdicts, it.judgements, it.prev_policy, layout.base_policy]
+    inputs = [it.samples, it.verdicts, it.critiques, it.judgements, it.prev_policy,
+              layout.base_policy]
     return Checkpointer.for_stage(it.dir, "train", cfg.train.checkpoint_every,
                                   fingerprint(config, [p for p in inputs if Path(p).exists()]
                                               + code))

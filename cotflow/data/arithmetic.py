@@ -211,21 +211,27 @@ def solution_steps(solution: str) -> list[str]:
     return lines
 
 
-def check_step(step: str) -> bool | None:
-    """True/False for a correct/incorrect ``x op y = z`` line; None if it is not one."""
+def equation(step: str) -> tuple[int, str, int, int] | None:
+    """(x, op, y, z) of an ``x op y = z`` line, op as one of + - * /; None if it is not one."""
     match = _EQUATION.fullmatch(step.strip())
     if match is None:
         return None
     x, op, y, z = match.groups()
+    op = {"\u2212": "-", "x": "*", "\u00d7": "*"}.get(op, op)
     a, b, c = (int(v.replace(",", "")) for v in (x, y, z))
-    if op == "+":
-        return a + b == c
-    if op in "-\u2212":
-        return a - b == c
-    if op in "*x\u00d7":
-        return a * b == c
-    # Division must be exact: integers only, and 7/2=3 is a wrong step.
-    return b != 0 and a == b * c
+    return a, op, b, c
+
+
+def check_step(step: str) -> bool | None:
+    """True/False for a correct/incorrect ``x op y = z`` line; None if it is not one."""
+    eq = equation(step)
+    if eq is None:
+        return None
+    a, op, b, c = eq
+    if op == "/":
+        # Division must be exact: integers only, and 7/2=3 is a wrong step.
+        return b != 0 and a == b * c
+    return _apply(a, op, b) == c
 
 
 def steps_consistent(text: str) -> bool:

@@ -6,6 +6,7 @@ become training examples and which objective trains them.
     grpo      grpo.py            GRPO, Dr.GRPO, DAPO, SEED-GRPO (settings of one recipe)
     nft       nft.py             negative-aware fine-tuning
     dpo       dpo.py             DPO on the judge stage's pairs
+    critique-grpo  critique_grpo.py  GRPO over initial responses + a critique-guided refinement
 
 A params.yaml `algorithms` entry names its `kind`; the recipe's `Settings` validate it
 (cotflow/algorithm_config.py builds the union from this registry). Adding a kind is a
@@ -14,8 +15,8 @@ module here with `RECIPE`, its line below, and its params entry.
 How methods that act at different points compose in one iteration:
 - allocation (GVM) is the allocate stage's `allocate.method`, under any recipe: recipes see
   only the rollouts it paid for;
-- rollouts added to a group (Critique-GRPO's refinements, to come) are to come from the
-  critique stage's artifact and join `Inputs.rollouts` as members of their prompt's group,
+- rollouts added to a group (Critique-GRPO's refinements) come from the critique stage's
+  artifact and join `Inputs.rollouts` as members of their prompt's group (`refinement`),
   so group filters and advantages see them like any rollout, and the recipe's objective
   weighs them (an extra per example);
 - group filters (DAPO) and advantage scales (SEED-GRPO) are steps of the group recipe
@@ -27,11 +28,12 @@ reads what it needs (advantages, extras, old and reference log-probs, the step's
 
 from __future__ import annotations
 
-from cotflow.recipes import dpo, grpo, nft, raft, raft_plus_plus
+from cotflow.recipes import critique_grpo, dpo, grpo, nft, raft, raft_plus_plus
 from cotflow.recipes.base import Recipe
 
 RECIPES: dict[str, Recipe] = {r.kind: r for r in (
-    raft.RECIPE, raft_plus_plus.RECIPE, grpo.RECIPE, nft.RECIPE, dpo.RECIPE)}
+    raft.RECIPE, raft_plus_plus.RECIPE, grpo.RECIPE, nft.RECIPE, dpo.RECIPE,
+    critique_grpo.RECIPE)}
 
 
 def recipe_for(kind: str) -> Recipe:
