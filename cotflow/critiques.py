@@ -51,8 +51,7 @@ def parse_critic(text: str) -> str | None:
     body = text.rstrip()
     if not body.endswith(MARKER):
         return None
-    body = body[: -len(MARKER)].rstrip()
-    body = _CONCLUSION.sub("", body).strip() if _CONCLUSION.search(body) else body
+    body = _CONCLUSION.sub("", body[: -len(MARKER)]).strip()
     return body or None
 
 
