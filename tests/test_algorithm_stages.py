@@ -20,7 +20,8 @@ from cotflow.workspace import make_workspace
 from tasks.common import iteration_layout, run_stage
 from tests.conftest import micro_params, sample_row
 
-TYPES = ["raft", "raft++", "grpo", "dr-grpo", "dapo", "seed-grpo", "nft", "dpo"]
+TYPES = ["raft", "raft++", "grpo", "dr-grpo", "dapo", "seed-grpo", "nft", "dpo",
+         "critique-grpo"]
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +96,8 @@ def test_each_type_trains_every_parameter(ws, algorithm):
         assert 0 < stats["zero_variance_share"] < 1 and "clip_fraction" in stats
     if algorithm == "grpo":
         assert stats["kl"] >= 0
+    if algorithm == "critique-grpo":  # one refinement joined each of the 12 groups
+        assert stats["refinements_trained"] == 12 and stats["examples"] == 48
 
 
 def test_dpo_pairs_are_correct_over_incorrect(ws):
@@ -125,7 +128,9 @@ def test_each_preset_runs_end_to_end(ws, preset):
     it = iteration_layout(cfg, ws, "001")
     assert read_json(it.metrics)["iteration"] == 1
     samples = read_table(it.samples, "samples")
-    assert len(samples["prompt_id"]) >= 64  # the micro budget: 16 prompts × 4
+    refined = read_table(it.critiques, "critiques")  # Critique-GRPO's refinements count too
+    # the micro budget: 16 prompts × 4
+    assert len(samples["prompt_id"]) + len(refined["prompt_id"]) >= 64
 
 
 def test_preset_keeps_the_sample_budget_and_comments(ws, capsys):

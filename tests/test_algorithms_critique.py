@@ -92,3 +92,65 @@ def test_shaping_weights_of_the_spec():
     assert slope == pytest.approx([0.25, 0.09, 0.1388889, 0.0826446], abs=1e-6)
     with pytest.raises(ValueError):
         shaping(p, 0.0)
+
+
+def _settings(**changes):
+    from cotflow.recipes.critique_grpo import Settings
+
+    base = dict(kind="critique-grpo", critique="indicative_gt", n_prefix=1, shaping_gamma=0.1,
+                advantage_std="sample", std_eps=1e-6, eps_low=None, eps_high=None,
+                loss_agg="seq-mean-token-sum-norm", loss_constant=6144.0, entropy_coef=1e-3,
+                kl_coef=0.0, reference="prev")
+    return Settings(**{**base, **changes})
+
+
+def test_objective_on_p2_value_and_gradient():
+    """§3.9, P2: Σℓ / L over the step's sequences (L = 6144), minus 0.001 × the token-mean
+    entropy; one token per response, π_θ = π_old."""
+    from cotflow.recipes.base import StepSize, TokenBatch
+    from cotflow.recipes.critique_grpo import objective
+
+    p = torch.tensor([0.1, 0.3, 0.3, 0.3], dtype=torch.float64)
+    logits = torch.stack([p.log(), (1 - p).log()], dim=-1).unsqueeze(1).requires_grad_(True)
+    lp = p.log().unsqueeze(1).clone().requires_grad_(True)
+    adv = torch.tensor(STD["P2"], dtype=torch.float64)
+    tb = TokenBatch(logprobs=lp, logits=logits, mask=torch.ones(4, 1), advantages=adv,
+                    step=StepSize(tokens=4, sequences=4, units=4), old_logprobs=lp.detach(),
+                    extras={"off_policy": torch.tensor([1.0, 0.0, 0.0, 0.0])})
+    loss, _ = objective(_settings(), 6144.0)(tb)
+    token_losses = [-1.499997 * 0.5] + [0.499999] * 3
+    entropy = -(p * p.log() + (1 - p) * (1 - p).log()).mean().item()
+    # (entropy in float32, as the trainer computes it)
+    assert loss.item() == pytest.approx(sum(token_losses) / (6144 * 4) - 1e-3 * entropy,
+                                        abs=1e-9)
+    loss.backward()
+    assert lp.grad[:, 0].tolist() == pytest.approx(
+        [-1.499997 * 0.25 / (6144 * 4)] + [0.499999 / (6144 * 4)] * 3, abs=1e-12)
+
+
+def _rollout(pid, idx, correct, refinement=False):
+    from cotflow.rollouts import Rollout
+
+    return Rollout(pid, idx, "q\n", "a", (1, 5), (6, 2), True, float(correct), None,
+                   refinement=refinement)
+
+
+def test_plan_overwrites_the_first_slot_and_weights_the_refinement():
+    """§3.9's groups: 4 initial responses (the first overwritten) + the selected refinement."""
+    from cotflow.recipes.base import Inputs
+    from cotflow.recipes.critique_grpo import plan
+
+    rows = []
+    for pid, (ref, *initial) in GROUPS.items():
+        # slot 0's initial response is the one the refinement replaces (its reward: anything)
+        rows += [_rollout(pid, j, r) for j, r in enumerate([1 - ref, *initial])]
+        rows.append(_rollout(pid, 0, ref, refinement=True))
+    for std, expected in (("sample", STD), ("none", NO_STD)):
+        out = plan(_settings(advantage_std=std), Inputs(rows, {}, 48, False, None))
+        assert [e.extras["off_policy"] for e in out.examples] == [1.0, 0.0, 0.0, 0.0] * 3
+        got = [e.advantage for e in out.examples]
+        assert got == pytest.approx([a for p in GROUPS for a in expected[p]], abs=1e-6)
+    assert out.stats["refinements_trained"] == 3
+    assert out.stats["zero_variance_share"] == pytest.approx(1 / 3)
+    with pytest.raises(ValueError, match="n_prefix 4 leaves no on-policy response"):
+        plan(_settings(n_prefix=4), Inputs(rows, {}, 48, False, None))
