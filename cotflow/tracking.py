@@ -242,6 +242,17 @@ def _log_budget(client, run_id: str, it: IterationLayout) -> None:
     client.log_artifact(run_id, str(it.budget), "allocation")
 
 
+def _log_critiques(client, run_id: str, it: IterationLayout) -> None:
+    """Critique-GRPO's critiques and refinements table, and its critique type as a tag
+    (its rates are the critique stage's stats, logged as metrics with the others)."""
+    stats = stats_file(it.dir, "critique")
+    kind = read_json(stats).get("critique_type") if stats.is_file() else None
+    if kind is None or not it.critiques.is_file():
+        return  # an algorithm without critiques
+    client.set_tag(run_id, "cotflow.critique_type", str(kind))
+    client.log_artifact(run_id, str(it.critiques), "critique")
+
+
 def _changed(logged: dict[str, str], params: dict[str, str]) -> bool:
     """Whether a run that logged `logged` cannot take `params`: a value differs, or it shows
     a setting this run no longer has. Missing ones are fine: they are simply logged."""
@@ -301,6 +312,7 @@ def log_iteration(cfg: PipelineConfig, layout: Layout, it: IterationLayout, *,
     client.log_artifact(run_id, str(it.metrics))
     client.log_artifact(run_id, str(it.plot))
     _log_budget(client, run_id, it)
+    _log_critiques(client, run_id, it)
     evaluate_only = {k: v for k, v in metrics.items() if k.startswith(("evaluate/", "verify/"))}
     client.log_batch(parent, metrics=_metric_list(evaluate_only, step))
     client.log_artifact(parent, str(it.plot))

@@ -137,6 +137,52 @@ def test_gvm_iteration_through_dvc_and_mlflow(tmp_path_factory):
     assert _lock_outs(ws)["allocate@001"] == before["allocate@001"]
 
 
+def test_critique_grpo_iteration_through_dvc_and_mlflow(tmp_path_factory):
+    """Iteration 002 is Critique-GRPO with the built-in task's step critic: its critiques and
+    refinements are a DVC output of the critique stage, its groups train with a refinement
+    each, and MLflow gets its rates, critique type and table."""
+    from mlflow.tracking import MlflowClient
+
+    from cotflow.records import read_table
+
+    raw = micro_params()
+    raw["warmstart"]["refinement_examples"] = 90
+    raw["iterations"]["002"] = {"algorithm": "critique-grpo", "prev": "iter-001", "overrides": {
+        "algorithms": {"critique-grpo": {"critique": "cot"}}}}
+    ws = make_workspace(tmp_path_factory.mktemp("critique"), raw)
+    env = _env(ws)
+    _dvc(ws, env, "repro")
+    assert json.loads(_dvc(ws, env, "status", "--json").stdout) == {}
+    assert ("artifacts/iter-002/critiques.parquet" in
+            [p for p, _ in _lock_outs(ws)["critique@002"]])
+    critiques = read_table(ws / "artifacts/iter-002/critiques.parquet", "critiques")
+    samples = read_table(ws / "artifacts/iter-002/samples.parquet", "samples")
+    assert len(critiques["prompt_id"]) == len(samples["prompt_id"]) == 64
+    assert sum(critiques["selected"]) == 16 and set(critiques["critique_type"]) == {"cot"}
+    assert read_table(ws / "artifacts/iter-001/critiques.parquet", "critiques")["prompt_id"] == []
+    train = json.loads((ws / "artifacts/iter-002/stats/train.json").read_text())
+    assert train["refinements_trained"] == 16 and train["examples"] == 64
+    client = MlflowClient(f"sqlite:///{ws / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("cotflow")
+    child = next(r for r in client.search_runs([exp.experiment_id])
+                 if r.data.tags.get("cotflow.iteration") == "002")
+    assert child.data.tags["cotflow.critique_type"] == "cot"
+    assert child.data.params["algorithms.critique-grpo.critique"] == "cot"
+    for name in ("refinement_success_rate", "fresh_pass_rate_on_failed", "rescued_share",
+                 "mean_critique_chars"):
+        assert 0 <= child.data.metrics[f"critique/{name}"] < 100, name
+    assert {a.path for a in client.list_artifacts(child.info.run_id, "critique")} == {
+        "critique/critiques.parquet"}
+
+    # A critic setting reruns the critique stages only; the step critic does not read it,
+    # so their outputs, and all that follows, stay as they were.
+    raw["critique"]["critic"]["retries"] = 1
+    (ws / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    before = _lock_outs(ws)
+    assert sorted(_ran(_dvc(ws, env, "repro").stdout)) == ["critique@001", "critique@002"]
+    assert _lock_outs(ws) == before
+
+
 def test_every_trained_parameter_changed(repro_ws):
     ws, _ = repro_ws
     base = load_file(ws / "artifacts/base/policy/model.safetensors")
