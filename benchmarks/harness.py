@@ -2,8 +2,8 @@
 
 A run executes the same stage functions that `dvc repro` runs, one workspace per arm and
 seed (MLflow off), and returns (cumulative samples, held-out greedy accuracy) per iteration.
-Samples count every completion drawn: the sample stage's (DAPO refills included) and GVM's
-probe (reused probe samples cost nothing).
+Samples count every completion drawn: the sample stage's (DAPO refills included), GVM's
+probe (reused probe samples cost nothing) and the critique stage's refinements.
 """
 
 from __future__ import annotations
@@ -52,6 +52,9 @@ def curve_of(root: Path, metric: str = "accuracy") -> list[tuple[int, float]]:
         folder = root / f"artifacts/iter-{key}"
         spent += read_json(folder / "stats/allocate.json").get("probe_samples", 0)
         spent += read_json(folder / "stats/sample.json")["completions"]
+        # Critique-GRPO's refinements (and self-critiques) are policy samples too.
+        critique = folder / "stats/critique.json"
+        spent += read_json(critique).get("policy_samples", 0) if critique.is_file() else 0
         curve.append((spent, read_json(folder / "metrics.json")[metric]))
     return curve
 

@@ -13,19 +13,22 @@ from cotflow.critiques import parse_critic
 
 def critique_rounds(sampler: Any, prompts: Sequence[str], *, retries: int,
                     max_new_tokens: int, temperature: float, top_p: float,
-                    seed: int) -> list[str | None]:
-    """Each prompt's critique, or None when `1 + retries` draws all lacked the marker."""
+                    seed: int) -> tuple[list[str | None], int]:
+    """Each prompt's critique, or None when `1 + retries` draws all lacked the marker; and
+    the number of completions drawn."""
     out: list[str | None] = [None] * len(prompts)
     todo = list(range(len(prompts)))
+    draws = 0
     for attempt in range(1 + retries):
         if not todo:
             break
+        draws += len(todo)
         drawn = sampler.generate([prompts[i] for i in todo], max_new_tokens=max_new_tokens,
                                  temperature=temperature, top_p=top_p, seed=seed + attempt)
         for i, c in zip(todo, drawn, strict=True):
             out[i] = parse_critic(c.text)
         todo = [i for i in todo if out[i] is None]
-    return out
+    return out, draws
 
 
 def lm_critiques(cfg: Any, prompts: Sequence[str], *, seed: int) -> list[str | None]:
@@ -50,7 +53,7 @@ def lm_critiques(cfg: Any, prompts: Sequence[str], *, seed: int) -> list[str | N
                       threads=cfg.threads, serving=serving, seed=seed) as sampler:
         return critique_rounds(sampler, prompts, retries=c.retries,
                                max_new_tokens=c.max_new_tokens, temperature=c.temperature,
-                               top_p=c.top_p, seed=seed)
+                               top_p=c.top_p, seed=seed)[0]
 
 
 def check_prompt_room(policy: Path, prompts: Sequence[str], names: Sequence[str], *,

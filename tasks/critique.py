@@ -50,6 +50,7 @@ def run(cfg: PipelineConfig, layout: Layout,
     rows = rollouts(read_table(it.samples, "samples"), read_table(it.verdicts, "verdicts"))
     problems = problems_by_id(layout.train_set)
     seed = iteration_seed(cfg, it.key)
+    self_draws = 0
     wording = cfg.critique.wording
     golds = [problems[r.prompt_id]["answer"] for r in rows]
     texts: list[str | None] = []
@@ -78,7 +79,7 @@ def run(cfg: PipelineConfig, layout: Layout,
                              previous=rows[i].completion) for i in todo]
             check_prompt_room(it.prev_policy, prompts, [_name(rows[i]) for i in todo],
                               new_tokens=s.max_new_tokens, what="the self-critique prompt")
-            found = critique_rounds(sampler, prompts, retries=cfg.critique.critic.retries,
+            found, self_draws = critique_rounds(sampler, prompts, retries=cfg.critique.critic.retries,
                                     max_new_tokens=s.max_new_tokens,
                                     temperature=s.temperature, top_p=s.top_p,
                                     seed=seed + CRITIC_SEED)
@@ -111,7 +112,9 @@ def run(cfg: PipelineConfig, layout: Layout,
         "finished": [c.finished for c in refined], "verdict": [g.verdict for g in grades],
         "reward": rewards, "extracted": [g.extracted for g in grades], "selected": selected,
     })
+    # What the policy drew here (refinements, self-critiques): the sample budget counts it.
     stats = {"critiques": len(rows), "critique_type": kind,
+             "policy_samples": len(rows) + self_draws,
              **refinement_stats(rows, critiques, critics, rewards, selected),
              "max_refinement_prompt_tokens": max(lengths, default=0),
              "mean_refinement_prompt_tokens": round(sum(lengths) / max(len(lengths), 1), 4)}
