@@ -11,11 +11,13 @@ names an artifacts/base made with these settings), through the stage functions `
 runs (harness.py). Each iteration is evaluated on the same --n-test held-out problems:
 greedy, and --eval-samples samples at temperature 1 (avg@k, the papers' sampled score).
 
-Two kinds of rows:
+Three kinds of rows:
   difference  final sampled pass@1 of an arm minus its baseline's, paired on the same
               problems per seed (benchmarks/stats.py), pooled over seeds;
   speedup     samples (or iterations) the baseline needs to reach its own final pass@1 over
-              those the arm needs (harness.speedup_ratio), per seed, mean ± se over seeds.
+              those the arm needs (harness.speedup_ratio), per seed, mean ± se over seeds;
+  rescue      of the training prompts the baseline sampled and never solved, the % the arm
+              (which sampled them too) solved, by a sample or a refinement; mean ± se over seeds.
 
 The verdict (stats.verdict): "reproduced" when the 95 % interval holds the paper's figure and
 excludes no effect; "not reproduced" when it excludes the paper's figure; else "within
@@ -65,13 +67,21 @@ ARMS: dict[str, Arm] = {
     "raft++": Arm("raft++"), "gvm-raft": Arm("gvm-raft"), "gvm-raft-8x": Arm("gvm-raft", 8),
     "grpo": Arm("grpo"), "gvm-grpo": Arm("gvm-grpo"), "gvm-grpo-8x": Arm("gvm-grpo", 8),
     "dr-grpo": Arm("dr-grpo"), "seed-grpo": Arm("seed-grpo"), "nft": Arm("nft"),
+    # Critique-GRPO per critique type; half the prompts of the others: refinements are samples
+    "critique-grpo": Arm("critique-grpo"), "critique-grpo-indicative":
+        Arm("critique-grpo-indicative"), "critique-grpo-cot": Arm("critique-grpo-cot"),
+    "critique-grpo-self": Arm("critique-grpo-self"),
 }
+# Refinement-format examples in the shared warm start when any arm refines (every arm then
+# starts from it, so the comparison is at one warm start).
+REFINEMENT_EXAMPLES = 2000
 
 
 @dataclass(frozen=True)
 class Claim:
     text: str
     kind: str  # "difference" (pass@1 points) | "speedup-samples" | "speedup-iterations"
+    #            | "rescue" (% of the baseline's never-solved training prompts the arm solved)
     arm: str
     baseline: str
     paper: float  # points for a difference, x for a speedup
@@ -99,6 +109,16 @@ CLAIMS: tuple[Claim, ...] = (
           "SEED §2.5, G=8: 56.6 vs 51.4"),
     Claim("NFT matches or beats GRPO", "difference", "nft", "grpo", 2.2,
           "NFT §4.7, 7B avg: 51.7 vs 49.5"),
+    Claim("Critique-GRPO (CoT critique) beats GRPO", "difference", "critique-grpo-cot", "grpo",
+          4.51, "Critique-GRPO §3.8 Fig. 1, Qwen3-8B avg of 8: 68.26 vs 63.75"),
+    Claim("Critique-GRPO (self-critique) beats GRPO", "difference", "critique-grpo-self",
+          "grpo", 4.38, "Critique-GRPO §3.8 Fig. 1, Qwen3-8B avg of 8: 68.13 vs 63.75"),
+    Claim("Critique-GRPO (indicative + truth) beats GRPO", "difference", "critique-grpo",
+          "grpo", 4.5, "Critique-GRPO §3.8 v1: ≈4.5 over the best baseline (type unstated)"),
+    Claim("Critique-GRPO (indicative) beats GRPO", "difference", "critique-grpo-indicative",
+          "grpo", 4.5, "Critique-GRPO §3.8 v1: ≈4.5 over the best baseline (type unstated)"),
+    Claim("Critique-GRPO solves prompts GRPO never did", "rescue", "critique-grpo-cot", "grpo",
+          0.0, "Critique-GRPO §3.1, issue #9: critiques rescue persistent failures"),
 )
 
 
@@ -107,6 +127,8 @@ def arm_params(base: dict[str, Any], args: argparse.Namespace, arm: str, seed: i
     spec = ARMS[arm]
     params = preset_params(base, args, spec.preset, seed, scratch, arm)
     params["evaluate"].update(n_samples=args.eval_samples, pass_k=[1])
+    if any(ARMS[a].preset.startswith("critique-grpo") for a in args.arms):
+        params["warmstart"]["refinement_examples"] = REFINEMENT_EXAMPLES
     if spec.steps_factor != 1:
         for entry in params["iterations"].values():
             train = entry["overrides"]["train"]
@@ -128,10 +150,42 @@ def last_folder(run: Path) -> str:
     return f"iter-{keys[-1]}"
 
 
+def solved_in_training(run: Path) -> tuple[set[str], set[str]]:
+    """(prompts sampled, prompts solved) over every iteration of `run`: solved by a sample
+    or by a Critique-GRPO refinement."""
+    from cotflow.records import read_table
+    from cotflow.verify.rewards import is_correct
+
+    seen: set[str] = set()
+    solved: set[str] = set()
+    for key in yaml.safe_load((run / "params.yaml").read_text())["iterations"]:
+        folder = run / "artifacts" / f"iter-{key}"
+        for path, kind in (("verdicts.parquet", "verdicts"), ("critiques.parquet", "critiques")):
+            table = read_table(folder / path, kind)
+            seen.update(table["prompt_id"])
+            solved.update(p for p, r in zip(table["prompt_id"], table["reward"], strict=True)
+                          if is_correct(r))
+    return seen, solved
+
+
+def rescued(arm: Path, baseline: Path) -> tuple[float, int] | None:
+    """% of the prompts the baseline sampled and never solved in training that `arm` (which
+    sampled them too) solved at least once; and how many such prompts there were."""
+    base_seen, base_solved = solved_in_training(baseline)
+    seen, solved = solved_in_training(arm)
+    never = (base_seen - base_solved) & seen
+    return (100 * len(never & solved) / len(never), len(never)) if never else None
+
+
 def estimate(claim: Claim, top: Path, seeds: list[int]) -> tuple[Estimate | None, str]:
     """Our figure for `claim` and a per-seed detail line."""
     runs = {s: (top / f"seed-{s}" / claim.arm, top / f"seed-{s}" / claim.baseline)
             for s in seeds}
+    if claim.kind == "rescue":
+        found = [rescued(a, b) for a, b in runs.values()]
+        detail = ", ".join("none" if f is None else f"{f[0]:.1f} % of {f[1]}" for f in found)
+        values = [f[0] for f in found if f is not None]
+        return (mean_se(values) if values else None), detail
     if claim.kind == "difference":
         per_seed = [paired_difference(per_problem(a, last_folder(a)),
                                       per_problem(b, last_folder(b))) for a, b in runs.values()]
@@ -156,6 +210,13 @@ def table(top: Path, seeds: list[int], arms: set[str]) -> list[str]:
         ours, detail = estimate(c, top, seeds)
         unit = " pts" if c.kind == "difference" else "x"
         paper = f"{c.paper:+.1f}{unit}" if c.kind == "difference" else f"{c.paper:.1f}{unit}"
+        if c.kind == "rescue":  # the paper gives a direction, no figure: ours > 0 or not
+            shown = "none" if ours is None else f"{ours.mean:.1f} ± {ours.se:.1f} %"
+            judged = ("not reproduced" if ours is None or ours.high <= 0 else
+                      "reproduced" if ours.low > 0 else "within noise")
+            lines.append(f"{c.text:<50}{'> 0 %':>8}{shown:>18}   {judged:<20}{detail}; "
+                         f"{c.source}")
+            continue
         if ours is None:
             shown, judged = "not reached", "not reproduced"
         else:
