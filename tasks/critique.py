@@ -79,10 +79,10 @@ def run(cfg: PipelineConfig, layout: Layout,
                              previous=rows[i].completion) for i in todo]
             check_prompt_room(it.prev_policy, prompts, [_name(rows[i]) for i in todo],
                               new_tokens=s.max_new_tokens, what="the self-critique prompt")
-            found, self_draws = critique_rounds(sampler, prompts, retries=cfg.critique.critic.retries,
-                                    max_new_tokens=s.max_new_tokens,
-                                    temperature=s.temperature, top_p=s.top_p,
-                                    seed=seed + CRITIC_SEED)
+            found, self_draws = critique_rounds(
+                sampler, prompts, retries=cfg.critique.critic.retries,
+                max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_p=s.top_p,
+                seed=seed + CRITIC_SEED)
             _place(texts, critics, todo, found, "policy")
         # Whatever no critic could write: the indicative critique with the ground truth.
         for i, t in enumerate(texts):

@@ -65,12 +65,18 @@ def _samples(root: Path) -> tuple[list[dict], dict[str, dict]]:
     return samples, {p["id"]: p for p in problems}
 
 
+def _critique(root: Path, critique: str) -> tuple[list[dict], dict[str, dict], dict, list]:
+    """The critique stage of type `critique` on `_samples`: (samples, problems, its stats,
+    its table's rows)."""
+    _use(root, critique)
+    samples, problems = _samples(root)
+    stats = run_stage("critique", "1", root, root / "params.yaml")
+    it = iteration_layout(load_params(root / "params.yaml"), root, "001")
+    return samples, problems, stats, rows_of(read_table(it.critiques, "critiques"))
+
+
 def test_cot_critique_names_the_wrong_step_and_refinements_are_graded(ws):
-    _use(ws, "cot")
-    samples, problems = _samples(ws)
-    stats = run_stage("critique", "1", ws, ws / "params.yaml")
-    it = iteration_layout(load_params(ws / "params.yaml"), ws, "001")
-    table = rows_of(read_table(it.critiques, "critiques"))
+    samples, problems, stats, table = _critique(ws, "cot")
     assert len(table) == len(samples) == stats["critiques"] == 32
     for row, sample in zip(table, samples, strict=True):
         p = problems[row["prompt_id"]]
@@ -125,11 +131,7 @@ def _right(line: str) -> bool:
 
 
 def test_self_critique_by_the_policy_or_the_fallback(ws):
-    _use(ws, "self")
-    samples, problems = _samples(ws)
-    stats = run_stage("critique", "1", ws, ws / "params.yaml")
-    it = iteration_layout(load_params(ws / "params.yaml"), ws, "001")
-    table = rows_of(read_table(it.critiques, "critiques"))
+    samples, problems, stats, table = _critique(ws, "self")
     for row, sample in zip(table, samples, strict=True):
         wrong = sample["completion"] != problems[row["prompt_id"]]["solution"]
         assert row["critic"] in (("policy", "fallback") if wrong else ("indicative",))

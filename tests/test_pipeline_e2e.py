@@ -101,6 +101,15 @@ def _ran(stdout: str) -> list[str]:
     return [line.split("'")[1] for line in stdout.splitlines() if line.startswith("Running stage")]
 
 
+def _fresh_repro(tmp_path_factory, name: str, raw: dict) -> tuple[Path, dict[str, str]]:
+    """A workspace of `raw` params after one `dvc repro`, which leaves nothing stale."""
+    ws = make_workspace(tmp_path_factory.mktemp(name), raw)
+    env = _env(ws)
+    _dvc(ws, env, "repro")
+    assert json.loads(_dvc(ws, env, "status", "--json").stdout) == {}
+    return ws, env
+
+
 def test_gvm_iteration_through_dvc_and_mlflow(tmp_path_factory):
     """Iteration 002 allocates by GVM: its budget is an output, its histograms reach MLflow,
     and a GVM knob leaves iteration 001's (uniform) samples alone."""
@@ -110,10 +119,7 @@ def test_gvm_iteration_through_dvc_and_mlflow(tmp_path_factory):
 
     raw = micro_params()
     raw["iterations"]["002"]["overrides"] = {"allocate": {"method": "gvm"}}
-    ws = make_workspace(tmp_path_factory.mktemp("gvm"), raw)
-    env = _env(ws)
-    _dvc(ws, env, "repro")
-    assert json.loads(_dvc(ws, env, "status", "--json").stdout) == {}
+    ws, env = _fresh_repro(tmp_path_factory, "gvm", raw)
     assert ("artifacts/iter-002/budget.parquet" in
             [p for p, _ in _lock_outs(ws)["allocate@002"]])
     budget = read_table(ws / "artifacts/iter-002/budget.parquet", "budget")
@@ -149,10 +155,7 @@ def test_critique_grpo_iteration_through_dvc_and_mlflow(tmp_path_factory):
     raw["warmstart"]["refinement_examples"] = 90
     raw["iterations"]["002"] = {"algorithm": "critique-grpo", "prev": "iter-001", "overrides": {
         "algorithms": {"critique-grpo": {"critique": "cot"}}}}
-    ws = make_workspace(tmp_path_factory.mktemp("critique"), raw)
-    env = _env(ws)
-    _dvc(ws, env, "repro")
-    assert json.loads(_dvc(ws, env, "status", "--json").stdout) == {}
+    ws, env = _fresh_repro(tmp_path_factory, "critique", raw)
     assert ("artifacts/iter-002/critiques.parquet" in
             [p for p, _ in _lock_outs(ws)["critique@002"]])
     critiques = read_table(ws / "artifacts/iter-002/critiques.parquet", "critiques")
