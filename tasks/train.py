@@ -76,8 +76,9 @@ def run(cfg: PipelineConfig, layout: Layout,
     torch.set_num_threads(cfg.threads)
     algo = cfg.algorithm(it.key)
     rows = rollouts(read_table(it.samples, "samples"), read_table(it.verdicts, "verdicts"))
-    # Critique-GRPO's selected refinements join their prompts' groups (none for the others).
-    rows += selected_refinements(read_table(it.critiques, "critiques"), rows)
+    if getattr(algo, "critique", None):
+        # Critique-GRPO's selected refinements join their prompts' groups.
+        rows += selected_refinements(read_table(it.critiques, "critiques"), rows)
     model, tokenizer = load_policy(it.prev_policy, for_training=True)
     max_len = context_length(model, cfg)
     pad_id = tokenizer.pad_token_id
