@@ -8,7 +8,9 @@ How an iteration trains, in order:
    `n_prefix` slots in sample order: n = 8 gives 7 initial responses + 1 refinement. The
    paper's code defaults to n_prefix = −1, which fills every slot with copies of the
    refinement (all advantages 0, §3.10): we require n_prefix ≥ 1 and below the group size.
-   The refinement trains as a reply to the original question, not its refinement prompt.
+   The refinement trains as a reply to the original question, not its refinement prompt,
+   with its tokens as sampled (the paper's code appends an EOS to every refinement; here an
+   unfinished one trains without the EOS it never produced, as every rollout does).
 2. Rewards 1 (correct) / 0; advantages (r − mean) / (std + eps) over the mixed group. The
    released script asks for no std, but its trainer reads another flag and divides anyway
    (§3.4); here `advantage_std` is the one switch, and `none` really drops the std.
