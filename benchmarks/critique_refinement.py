@@ -3,9 +3,10 @@ the failed responses, per critique type, from one warm start (Critique-GRPO,
 specs/algorithms-a.md §3).
 
     python benchmarks/critique_refinement.py [--refinement-examples 2000] [--prompts 128]
-        [--types indicative indicative_gt cot self] [--workspace DIR]
+        [--types indicative indicative_gt cot self] [--workspace DIR] [--params FILE]
+        [--set KEY=VALUE ...]
 
-Builds the warm start of params.yaml with `warmstart.refinement_examples` examples of the
+Builds the warm start of --params (params.yaml) with `warmstart.refinement_examples` examples of the
 refinement format (0: none, to see what teaching buys), samples 8 responses for --prompts
 training prompts, grades them, then runs the critique stage once per critique type. Per
 type it prints: the share of incorrect responses whose refinement is correct; a fresh
@@ -36,6 +37,10 @@ def main() -> int:
     ap.add_argument("--n-test", type=int, default=100)
     ap.add_argument("--types", nargs="+", default=list(TYPES), choices=TYPES)
     ap.add_argument("--workspace", type=Path, default=None)
+    ap.add_argument("--params", type=Path, default=ROOT / "params.yaml",
+                    help="the params to start from (e.g. tests/data/params.micro.yaml)")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="dotted params to change, e.g. warmstart.steps=400")
     args = ap.parse_args()
     from cotflow.env import apply_defaults
     from cotflow.records import read_json
@@ -44,7 +49,14 @@ def main() -> int:
     root = args.workspace or Path(tempfile.mkdtemp(prefix="cotflow-critique-"))
     root.mkdir(parents=True, exist_ok=True)
     apply_defaults(root)
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params = yaml.safe_load(args.params.read_text())
+    for assignment in args.set:
+        dotted, _, value = assignment.partition("=")
+        *sections, key = dotted.split(".")
+        target = params
+        for section in sections:
+            target = target[section]
+        target[key] = yaml.safe_load(value)
     params["tracking"]["enabled"] = False
     params["data"]["n_test"] = args.n_test
     params["warmstart"]["refinement_examples"] = args.refinement_examples
