@@ -230,7 +230,8 @@ def table(top: Path, seeds: list[int], arms: set[str]) -> list[str]:
 def curves_report(top: Path, seeds: list[int], arms: list[str]) -> list[str]:
     from cotflow.records import read_json
 
-    lines = [f"{'arm':<13}{'seed':>5}  pass@1 % (greedy %) per iteration; optimizer steps"]
+    width = max([13, *(len(a) + 1 for a in arms)])
+    lines = [f"{'arm':<{width}}{'seed':>5}  pass@1 % (greedy %) per iteration; optimizer steps"]
     for arm in arms:
         for s in seeds:
             run = top / f"seed-{s}" / arm
@@ -239,7 +240,7 @@ def curves_report(top: Path, seeds: list[int], arms: list[str]) -> list[str]:
             points = [read_json(run / "artifacts" / f / "metrics.json") for f in folders]
             steps = [read_json(run / "artifacts" / f / "stats/train.json")["optimizer_steps"]
                      for f in folders[1:]]
-            lines.append(f"{arm:<13}{s:>5}  " + "  ".join(
+            lines.append(f"{arm:<{width}}{s:>5}  " + "  ".join(
                 f"{100 * m['pass@1']:.1f} ({100 * m['accuracy']:.1f})" for m in points)
                 + f"; {steps}")
     return lines

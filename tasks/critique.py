@@ -38,7 +38,7 @@ CRITIC_SEED = 600_000
 
 def run(cfg: PipelineConfig, layout: Layout,
         it: IterationLayout) -> tuple[dict[str, Any], dict[str, Any]]:
-    from cotflow.critiques import indicative, indicative_gt
+    from cotflow.critiques import indicative_gt
     from cotflow.records import read_table
     from cotflow.rollouts import rollouts
     from tasks.common import iteration_seed, problems_by_id
@@ -53,16 +53,7 @@ def run(cfg: PipelineConfig, layout: Layout,
     self_draws = 0
     wording = cfg.critique.wording
     golds = [problems[r.prompt_id]["answer"] for r in rows]
-    texts: list[str | None] = []
-    critics: list[str] = []
-    for r, gold in zip(rows, golds, strict=True):
-        if r.correct or kind in ("indicative", "indicative_gt"):
-            texts.append(indicative(r.correct, wording) if kind == "indicative"
-                         else indicative_gt(r.correct, gold, wording))
-            critics.append("indicative")
-        else:
-            texts.append(None)  # written below by a critic
-            critics.append("")
+    texts, critics = _indicative(rows, golds, kind, wording)
     if kind == "cot":
         _cot(cfg, rows, problems, texts, critics, seed=seed + CRITIC_SEED)
 
@@ -119,6 +110,25 @@ def run(cfg: PipelineConfig, layout: Layout,
              "max_refinement_prompt_tokens": max(lengths, default=0),
              "mean_refinement_prompt_tokens": round(sum(lengths) / max(len(lengths), 1), 4)}
     return stats, {"critique/tokens_per_s": round(sampler.tokens_per_s, 1)}
+
+
+def _indicative(rows, golds: Sequence[str], kind: str,
+                wording: str) -> tuple[list[str | None], list[str]]:
+    """The critiques that need no critic (all of them for the indicative types, those of
+    correct responses for the others), None where a critic is to write; and who wrote each."""
+    from cotflow.critiques import indicative, indicative_gt
+
+    texts: list[str | None] = []
+    critics: list[str] = []
+    for r, gold in zip(rows, golds, strict=True):
+        if r.correct or kind in ("indicative", "indicative_gt"):
+            texts.append(indicative(r.correct, wording) if kind == "indicative"
+                         else indicative_gt(r.correct, gold, wording))
+            critics.append("indicative")
+        else:
+            texts.append(None)
+            critics.append("")
+    return texts, critics
 
 
 def _name(r) -> str:
