@@ -23,7 +23,8 @@ from cotflow.rollouts import Rollout, rollouts
 
 log = logging.getLogger(__name__)
 REPORTED = ("loss", "grad_norm", "clip_fraction", "kl", "entropy", "optimizer_steps",
-            "reward_accuracy", "margin")
+            "reward_accuracy", "margin", "chosen_logp", "rejected_logp", "chosen_logratio",
+            "rejected_logratio", "nll")
 
 
 class StageServices:
@@ -81,7 +82,8 @@ def run(cfg: PipelineConfig, layout: Layout,
     pad_id = tokenizer.pad_token_id
     recipe = recipe_for(algo.kind)
     # Only a recipe that judges reads the judge stage's pairs.
-    judgements = read_table(it.judgements, "judgements") if recipe.judge else {}
+    judgements = (read_table(it.judgements, "judgements")
+                  if recipe.judge or recipe.verifier else {})
     services = StageServices(cfg, model, pad_id, max_len)
     plan = recipe.plan(algo, Inputs(
         rollouts=rows, judgements=judgements,
