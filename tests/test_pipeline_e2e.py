@@ -146,7 +146,10 @@ def test_veripo_loop_through_dvc_and_mlflow(tmp_path_factory):
     from cotflow.presets import apply_preset
     from cotflow.records import read_table
 
-    ws = make_workspace(tmp_path_factory.mktemp("veripo"), micro_params())
+    # A longer warm start than the micro one's, so that some GRPO rollouts are good ones
+    # and the DPO iteration has pairs to train (10 here).
+    ws = make_workspace(tmp_path_factory.mktemp("veripo"),
+                        micro_params(warmstart={"steps": 400}))
     apply_preset(ws / "params.yaml", ["grpo", "veripo-dpo"])
     env = _env(ws)
     _dvc(ws, env, "repro")
@@ -161,7 +164,8 @@ def test_veripo_loop_through_dvc_and_mlflow(tmp_path_factory):
     assert len(flags["prompt_id"]) == 64  # iteration 001's 8 prompts × 8 rollouts
     judge = json.loads((ws / "artifacts/iter-002/stats/judge.json").read_text())
     train = json.loads((ws / "artifacts/iter-002/stats/train.json").read_text())
-    assert judge["rollouts_from"] == "prev" and train["pairs"] == judge["pairs"]
+    assert judge["rollouts_from"] == "prev" and train["pairs"] == judge["pairs"] > 0
+    assert judge["pairs_reflection"] > 0 and train["optimizer_steps"] >= 1
     client = MlflowClient(f"sqlite:///{ws / 'mlflow.db'}")
     exp = client.get_experiment_by_name("cotflow")
     child = next(r for r in client.search_runs([exp.experiment_id])
@@ -169,6 +173,8 @@ def test_veripo_loop_through_dvc_and_mlflow(tmp_path_factory):
     for name in ("inconsistency_rate", "repetition_rate", "mean_length", "accuracy",
                  "pairs_reflection", "pairs_consistency"):
         assert f"judge/{name}" in child.data.metrics, name
+    assert "evaluate/inconsistency_rate" in child.data.metrics
+    assert "train/chosen_logratio" in child.data.metrics
     # A change to the DPO step's settings reruns the DPO iteration only.
     raw = yaml.safe_load((ws / "params.yaml").read_text())
     raw["algorithms"]["veripo"]["beta"] = 0.2
