@@ -5,7 +5,7 @@
                          (the last three empty: iterations may read their prev folder's)
     artifacts/iter-001/  allocation.parquet budget.parquet samples.parquet verdicts.parquet
                          critiques.parquet judgements.parquet flags.parquet policy/
-                         metrics.json
+                         metrics.json train_steps.json
                          evaluation.parquet stats/<stage>.json curve.json accuracy.png
                          timing/<stage>.json (untracked)
                          .ckpt/ (resume checkpoints while train runs; untracked)
@@ -82,6 +82,11 @@ class IterationLayout:
     @property
     def metrics(self) -> Path:
         return self.dir / "metrics.json"
+
+    @property
+    def train_steps(self) -> Path:
+        """Per optimizer step: loss, grad norm and the objective's metrics (a DVC plot)."""
+        return self.dir / "train_steps.json"
 
     @property
     def curve(self) -> Path:

@@ -18,7 +18,7 @@ from cotflow.config import PipelineConfig
 from cotflow.layout import IterationLayout, Layout
 from cotflow.recipes import recipe_for
 from cotflow.recipes.base import Example, Inputs, rollout_example
-from cotflow.records import read_table
+from cotflow.records import read_table, write_json
 from cotflow.rollouts import Rollout, rollouts
 
 log = logging.getLogger(__name__)
@@ -113,6 +113,10 @@ def run(cfg: PipelineConfig, layout: Layout,
         log.warning("nothing to train on: the policy is saved unchanged")
         result = {"optimizer_steps": 0}
     save_policy(model, tokenizer, it.policy)
+    # Per step, what a DPO that falls shows first: chosen and rejected log-probs, margin.
+    history = result.get("history") or [
+        {"step": i + 1, "loss": x} for i, x in enumerate(result.get("loss_curve", []))]
+    write_json(it.train_steps, [{k: round(v, 6) for k, v in h.items()} for h in history])
     stats.update({k: round(v, 6) for k, v in result.items() if k in REPORTED})
     return stats, {"train/tokens_per_s": round(result.get("tokens_per_s", 0.0), 1)}
 
