@@ -175,6 +175,8 @@ def test_veripo_loop_through_dvc_and_mlflow(tmp_path_factory):
         assert f"judge/{name}" in child.data.metrics, name
     assert "evaluate/inconsistency_rate" in child.data.metrics
     assert "train/chosen_logratio" in child.data.metrics
+    steps = client.get_metric_history(child.info.run_id, "train_step/margin")
+    assert [m.step for m in steps] == list(range(1, train["optimizer_steps"] + 1))
     # A change to the DPO step's settings reruns the DPO iteration only.
     raw = yaml.safe_load((ws / "params.yaml").read_text())
     raw["algorithms"]["veripo"]["beta"] = 0.2
