@@ -64,9 +64,20 @@ def _verify(cfg: PipelineConfig, layout: Layout, it: IterationLayout, recipe) ->
     def encode(text: str) -> list[int]:
         return tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
 
+    lm = getattr(algo, "judge", None)
+    judged: dict[tuple[str, int], bool | None] = {}
+    if lm is not None and lm.model:
+        from models.judge_lm import judge_consistency
+
+        verdicts = judge_consistency(cfg, lm.model, lm.template, lm.max_new_tokens, [
+            (problems[r.prompt_id]["question"], r.completion, r.extracted) for r in rows])
+        judged = {(r.prompt_id, r.sample_idx): v for r, v in zip(rows, verdicts, strict=True)}
+
     def consistent(r: Rollout) -> bool | None:
-        # Exact on the built-in task, which knows its steps. Other data would need an LM
-        # judge, which is not built yet: "unknown", counted and never paired.
+        # The LM judge where one is set; else exact on the built-in task, which knows its
+        # steps; else "unknown", counted and never paired.
+        if judged:
+            return judged[(r.prompt_id, r.sample_idx)]
         solution = problems[r.prompt_id]["solution"]
         if cfg.data.source != "builtin" or not solution:
             return None

@@ -145,3 +145,15 @@ def test_rates():
     assert r["inconsistency_rate"] == 1 / 5  # rollout 2 of the five correct
     assert r["repetition_rate"] == 1 / 8
     assert r["mean_length"] == sum(n for *_, n in EXAMPLE) / 8
+
+
+@pytest.mark.parametrize(("reply", "verdict"), [
+    ("Consistent.", True), (" inconsistent: the steps give 6", False),
+    ("The answer is CONSISTENT, not inconsistent", True),
+    ("Inconsistent, though it looks consistent", False),
+    ("3+4=7", None), ("consistently wrong", None), ("", None),
+])
+def test_lm_judge_reply_parsed_by_first_keyword(reply, verdict):
+    from cotflow.algorithms.veripo import parse_consistency
+
+    assert parse_consistency(reply) is verdict

@@ -146,3 +146,23 @@ def _kind_of(ws: Path, pid: str, idx: int) -> str:
     problems = {p["id"]: p for p in rows_of(read_table(Layout(ws).train_set, "problems"))}
     text = _completion(ws, pid, idx)
     return next(k for k in KINDS if _rollout(problems[pid], k)[0] == text)
+
+
+def test_lm_judge_through_the_hf_backend(ws):
+    """The LM judge path for real: the tiny warm-started model as the judge, greedy through
+    the hf backend. It was trained on arithmetic only, so no reply holds a keyword: every
+    rollout's consistency is "unknown", counted, and no correct rollout is paired."""
+    params = ws / "params.yaml"
+    raw = yaml.safe_load(params.read_text())
+    saved = yaml.safe_dump(raw, sort_keys=False)
+    raw["algorithms"]["veripo"]["judge"].update(
+        model=str(Layout(ws).base_policy), template="{question}\n{reasoning}\n{answer}\n")
+    params.write_text(yaml.safe_dump(raw, sort_keys=False))
+    try:
+        judged = run_stage("judge", "2", ws, params)
+    finally:
+        params.write_text(saved)
+    it = iteration_layout(load_params(params), ws, "002")
+    assert set(read_table(it.flags, "flags")["consistent"]) == {"unknown"}
+    assert judged["unknown_consistency_rate"] == 1.0 and judged["rollouts_unknown"] == 28
+    assert judged["pairs_consistency"] == judged["pairs"] == 0

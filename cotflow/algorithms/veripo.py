@@ -31,6 +31,7 @@ from dataclasses import dataclass
 PAIR_TYPES = ("penalty", "consistency", "accuracy", "reflection")
 CATEGORIES = ("good", "penalty", "wrong", "inconsistent", "unknown")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n")
+_VERDICT = re.compile(r"\b(inconsistent|consistent)\b", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,13 @@ def repetitive(tokens: Sequence[Hashable], text: str, *, ngram: int, max_count: 
         return True
     sentences = Counter(s.strip() for s in _SENTENCE_END.split(text) if s.strip())
     return bool(sentences) and max(sentences.values()) >= max_count
+
+
+def parse_consistency(reply: str) -> bool | None:
+    """An LM judge's reply by its first keyword (§4.4 [D]): "Consistent" -> True,
+    "Inconsistent" -> False, neither -> None (unknown: counted, never guessed)."""
+    match = _VERDICT.search(reply)
+    return None if match is None else match.group(1).lower() == "consistent"
 
 
 def category(f: Flags, *, min_length: int | None, max_length: int | None) -> str:

@@ -6,12 +6,14 @@ with `rollouts: prev` samples nothing: its judge reads the previous (GRPO) itera
 rollouts — dvc.yaml lists them as the judge's deps — and its policy starts from that
 iteration's, which is also the DPO reference (§4.6).
 
-Judge stage (`verifier`): per rollout `correct` (the verify verdict), `consistent` (on the
-built-in task exactly, cotflow/data/arithmetic.py `answer_follows`; elsewhere "unknown",
-counted and never guessed), `repetitive` (the n-gram/sentence rule) and `length`; then per
-prompt at most `max_pairs_per_prompt` pairs of `pair_types` (cotflow/algorithms/veripo.py),
-pairs over the context dropped. It also marks `prune_share` of the prompts every rollout
-solved, which the next iteration's allocate leaves out (VerIPO drops 80 % of them, §4.2).
+Judge stage (`verifier`): per rollout `correct` (the verify verdict), `consistent` (by the
+LM judge when `judge.model` is set, its reply parsed by its first keyword; else on the
+built-in task exactly, cotflow/data/arithmetic.py `answer_follows`; "unknown" otherwise
+and for a reply with no keyword, counted and never guessed), `repetitive` (the
+n-gram/sentence rule) and `length`; then per prompt at most `max_pairs_per_prompt` pairs
+of `pair_types` (cotflow/algorithms/veripo.py), pairs over the context dropped. It also
+marks `prune_share` of the prompts every rollout solved, which the next iteration's
+allocate leaves out (VerIPO drops 80 % of them, §4.2).
 Train: DPO + `nll_coef` · NLL on the chosen (recipes/dpo.py `pair_objective`).
 """
 
@@ -21,7 +23,7 @@ import random
 from collections import Counter
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from cotflow.config_types import NonNegFloat, PosFloat, PosInt, Section
 from cotflow.recipes.base import (
@@ -34,6 +36,22 @@ from cotflow.recipes.base import (
 )
 
 PairType = Literal["penalty", "consistency", "accuracy", "reflection"]
+
+
+class JudgeSettings(Section):
+    """The LM consistency judge (§4.4): its own model, prompt and reply budget."""
+
+    model: str | None  # a Hub id or local path; None: no LM judge
+    template: str  # with {question}, {reasoning} and {answer}
+    max_new_tokens: PosInt
+
+    @field_validator("template")
+    @classmethod
+    def _fields(cls, v: str) -> str:
+        missing = [f for f in ("{question}", "{reasoning}", "{answer}") if f not in v]
+        if missing:
+            raise ValueError(f"must contain {', '.join(missing)}")
+        return v
 
 
 class Settings(Section):
@@ -49,6 +67,7 @@ class Settings(Section):
     max_length: PosInt | None
     reflect_phrase: Annotated[str, Field(min_length=1)]
     prune_share: Annotated[float, Field(ge=0, le=1)]
+    judge: JudgeSettings
 
 
 def verifier(s: Settings, vi: VerifierInputs) -> VerifierResult:
