@@ -8,8 +8,9 @@ sequences share a micro-batch); z = β[(log π(y_w) − log π_ref(y_w)) − (lo
 log π_ref(y_l))] with sequence log-probs summed over completion tokens, the reference the
 stage-start policy; loss softplus(−z) + nll_coef · (−log π(y_w)/|y_w|), a mean over the
 optimizer step's pairs. nll_coef 0 is plain sigmoid DPO, exactly; params.yaml's default 1
-is iterative RPO's (arXiv 2404.19733): without it both log-probs fell here and held-out
-accuracy with them (issue 14).
+is iterative RPO's (arXiv 2404.19733), chosen by issue 14 because plain DPO lost held-out
+accuracy here (70.5 → 56.8 → 46.2 %); specs/algorithms-b.md §4.6's reconstruction [D]
+defaults to plain DPO, which `nll_coef: 0` keeps.
 """
 
 from __future__ import annotations
