@@ -11,13 +11,20 @@ names an artifacts/base made with these settings), through the stage functions `
 runs (harness.py). Each iteration is evaluated on the same --n-test held-out problems:
 greedy, and --eval-samples samples at temperature 1 (avg@k, the papers' sampled score).
 
-Three kinds of rows:
+Kinds of rows:
   difference  final sampled pass@1 of an arm minus its baseline's, paired on the same
               problems per seed (benchmarks/stats.py), pooled over seeds;
   speedup     samples (or iterations) the baseline needs to reach its own final pass@1 over
               those the arm needs (harness.speedup_ratio), per seed, mean ± se over seeds;
   rescue      of the training prompts the baseline sampled and never solved, the % the arm
               (which sampled them too) solved, by a sample or a refinement; mean ± se over seeds.
+  dpo-steps   VerIPO: each DPO iteration's sampled pass@1 minus the iteration before it
+              (paired per problem), pooled over DPO iterations and seeds;
+  from-start  an arm's final sampled pass@1 minus the warm start's (paired), pooled;
+  inconsistency  VerIPO: the last iteration's held-out inconsistency rate (correct greedy
+              answers that do not follow from their steps) minus the first's, in points.
+A "no drop" row (dpo-steps, from-start) holds when the 95 % interval reaches 0 or above.
+The `veripo` arms run the loop preset (grpo, dpo, grpo, dpo) per --iterations.
 
 The verdict (stats.verdict): "reproduced" when the 95 % interval holds the paper's figure and
 excludes no effect; "not reproduced" when it excludes the paper's figure; else "within
@@ -61,6 +68,7 @@ STEPS_8X = 8
 class Arm:
     preset: str
     steps_factor: int = 1  # optimizer steps per rollout batch, as a multiple of the preset's
+    sets: tuple[str, ...] = ()  # KEY=VALUE params on top of the preset's
 
 
 ARMS: dict[str, Arm] = {
@@ -71,6 +79,10 @@ ARMS: dict[str, Arm] = {
     "critique-grpo": Arm("critique-grpo"), "critique-grpo-indicative":
         Arm("critique-grpo-indicative"), "critique-grpo-cot": Arm("critique-grpo-cot"),
     "critique-grpo-self": Arm("critique-grpo-self"),
+    # VerIPO's loop, and DPO alone, each with the NLL term on the chosen (params.yaml's
+    # default, iterative RPO) and without it (plain sigmoid DPO).
+    "veripo": Arm("veripo"), "veripo-plain": Arm("veripo", sets=("algorithms.veripo.nll_coef=0",)),
+    "dpo": Arm("dpo"), "dpo-plain": Arm("dpo", sets=("algorithms.dpo.nll_coef=0",)),
 }
 # Refinement-format examples in the shared warm start when any arm refines (every arm then
 # starts from it, so the comparison is at one warm start).
@@ -82,6 +94,7 @@ class Claim:
     text: str
     kind: str  # "difference" (pass@1 points) | "speedup-samples" | "speedup-iterations"
     #            | "rescue" (% of the baseline's never-solved training prompts the arm solved)
+    #            | "dpo-steps" | "from-start" (no drop, points) | "inconsistency" (points)
     arm: str
     baseline: str
     paper: float  # points for a difference, x for a speedup
@@ -119,13 +132,26 @@ CLAIMS: tuple[Claim, ...] = (
           "grpo", 4.5, "Critique-GRPO §3.8 v1: ≈4.5 over the best baseline (type unstated)"),
     Claim("Critique-GRPO solves prompts GRPO never did", "rescue", "critique-grpo-cot", "grpo",
           0.0, "Critique-GRPO §3.1, issue #9: critiques rescue persistent failures"),
+    Claim("VerIPO: its DPO steps do not lower accuracy", "dpo-steps", "veripo", "veripo", 0.0,
+          "VerIPO §4.11: accuracy barely changes across DPO iterations"),
+    Claim("VerIPO lowers inconsistency over the loops", "inconsistency", "veripo", "veripo",
+          -12.3, "VerIPO Fig. 1C, mean of 3 sets: 15.41 % (GRPO 1) to 3.10 % (DPO 2)"),
+    Claim("  same, plain DPO steps (no NLL)", "dpo-steps", "veripo-plain", "veripo-plain",
+          0.0, "VerIPO §4.6: plain DPO [D]"),
+    Claim("  same, plain DPO steps: inconsistency", "inconsistency", "veripo-plain",
+          "veripo-plain", -12.3, "VerIPO Fig. 1C"),
+    Claim("DPO + NLL does not lower accuracy", "from-start", "dpo", "dpo", 0.0,
+          "iterative RPO (arXiv 2404.19733); issue 14"),
+    Claim("  plain DPO, same start", "from-start", "dpo-plain", "dpo-plain", 0.0,
+          "issue 14: 70.5 -> 56.8 -> 46.2 % here"),
 )
+NO_DROP = ("dpo-steps", "from-start")
 
 
 def arm_params(base: dict[str, Any], args: argparse.Namespace, arm: str, seed: int,
                scratch: Path) -> dict[str, Any]:
     spec = ARMS[arm]
-    params = preset_params(base, args, spec.preset, seed, scratch, arm)
+    params = preset_params(base, args, spec.preset, seed, scratch, arm, extra=spec.sets)
     params["evaluate"].update(n_samples=args.eval_samples, pass_k=[1])
     if any(ARMS[a].preset.startswith("critique-grpo") for a in args.arms):
         params["warmstart"]["refinement_examples"] = REFINEMENT_EXAMPLES
@@ -175,10 +201,28 @@ def rescued(arm: Path, baseline: Path) -> tuple[float, int] | None:
     seen, solved = solved_in_training(arm)
     never = (base_seen - base_solved) & seen
     return (100 * len(never & solved) / len(never), len(never)) if never else None
+def folders(run: Path) -> list[tuple[str, str]]:
+    """(folder, algorithm) of `run`'s iterations in order, after ("base", "")."""
+    its = yaml.safe_load((run / "params.yaml").read_text())["iterations"]
+    return [("base", "")] + [(f"iter-{k}", e["algorithm"]) for k, e in its.items()]
+
+
+def within_arm(claim: Claim, run: Path) -> list[Estimate]:
+    """The paired pass@1 differences (points) a no-drop row of one seed pools: each DPO
+    iteration against the one before (dpo-steps), or the last against the start."""
+    order = folders(run)
+    if claim.kind == "from-start":
+        steps = [(order[-1][0], "base")]
+    else:
+        steps = [(f, order[i - 1][0]) for i, (f, algo) in enumerate(order) if algo == "veripo"]
+    out = [paired_difference(per_problem(run, a), per_problem(run, b)) for a, b in steps]
+    return [Estimate(100 * e.mean, 100 * e.se, e.n) for e in out]
 
 
 def estimate(claim: Claim, top: Path, seeds: list[int]) -> tuple[Estimate | None, str]:
     """Our figure for `claim` and a per-seed detail line."""
+    from cotflow.records import read_json
+
     runs = {s: (top / f"seed-{s}" / claim.arm, top / f"seed-{s}" / claim.baseline)
             for s in seeds}
     if claim.kind == "rescue":
@@ -186,6 +230,17 @@ def estimate(claim: Claim, top: Path, seeds: list[int]) -> tuple[Estimate | None
         detail = ", ".join("none" if f is None else f"{f[0]:.1f} % of {f[1]}" for f in found)
         values = [f[0] for f in found if f is not None]
         return (mean_se(values) if values else None), detail
+    if claim.kind in NO_DROP:
+        per_step = [e for a, _ in runs.values() for e in within_arm(claim, a)]
+        return pooled(per_step), ", ".join(str(e) for e in per_step)
+    if claim.kind == "inconsistency":
+        changes = []
+        for a, _ in runs.values():
+            order = folders(a)
+            rate = [read_json(a / "artifacts" / f / "metrics.json")["inconsistency_rate"]
+                    for f in (order[1][0], order[-1][0])]
+            changes.append(100 * (rate[1] - rate[0]))
+        return mean_se(changes), ", ".join(f"{c:+.2f}" for c in changes)
     if claim.kind == "difference":
         per_seed = [paired_difference(per_problem(a, last_folder(a)),
                                       per_problem(b, last_folder(b))) for a, b in runs.values()]
@@ -208,8 +263,9 @@ def table(top: Path, seeds: list[int], arms: set[str]) -> list[str]:
         if not {c.arm, c.baseline} <= arms:
             continue
         ours, detail = estimate(c, top, seeds)
-        unit = " pts" if c.kind == "difference" else "x"
-        paper = f"{c.paper:+.1f}{unit}" if c.kind == "difference" else f"{c.paper:.1f}{unit}"
+        points = not c.kind.startswith("speedup")
+        unit = " pts" if points else "x"
+        paper = f"{c.paper:+.1f}{unit}" if points else f"{c.paper:.1f}{unit}"
         if c.kind == "rescue":  # the paper gives a direction, no figure: ours > 0 or not
             shown = "none" if ours is None else f"{ours.mean:.1f} ± {ours.se:.1f} %"
             judged = ("not reproduced" if ours is None or ours.high <= 0 else
@@ -220,9 +276,11 @@ def table(top: Path, seeds: list[int], arms: set[str]) -> list[str]:
         if ours is None:
             shown, judged = "not reached", "not reproduced"
         else:
-            shown = f"{ours.mean:+.2f} ± {ours.se:.2f}" if c.kind == "difference" else (
+            shown = f"{ours.mean:+.2f} ± {ours.se:.2f}" if points else (
                 f"{ours.mean:.2f} ± {ours.se:.2f}")
-            judged = verdict(ours, c.paper, null=0.0 if c.kind == "difference" else 1.0)
+            judged = (("holds (no drop)" if ours.high >= 0 else "not reproduced (drops)")
+                      if c.kind in NO_DROP else
+                      verdict(ours, c.paper, null=1.0 if unit == "x" else 0.0))
         lines.append(f"{c.text:<50}{paper:>8}{shown:>18}   {judged:<20}{detail}; {c.source}")
     return lines
 
@@ -240,9 +298,11 @@ def curves_report(top: Path, seeds: list[int], arms: list[str]) -> list[str]:
             points = [read_json(run / "artifacts" / f / "metrics.json") for f in folders]
             steps = [read_json(run / "artifacts" / f / "stats/train.json")["optimizer_steps"]
                      for f in folders[1:]]
+            rates = [m["inconsistency_rate"] for m in points if "inconsistency_rate" in m]
             lines.append(f"{arm:<{width}}{s:>5}  " + "  ".join(
                 f"{100 * m['pass@1']:.1f} ({100 * m['accuracy']:.1f})" for m in points)
-                + f"; {steps}")
+                + f"; {steps}" + (f"; inconsistent % {[round(100 * r, 1) for r in rates]}"
+                                  if rates else ""))
     return lines
 
 

@@ -1,9 +1,11 @@
 """Artifact layout: the only place that builds artifact paths.
 
     artifacts/base/      train.parquet test.parquet policy/ metrics.json curve.json
-                         evaluation.parquet
+                         evaluation.parquet samples.parquet verdicts.parquet flags.parquet
+                         (the last three empty: iterations may read their prev folder's)
     artifacts/iter-001/  allocation.parquet budget.parquet samples.parquet verdicts.parquet
-                         critiques.parquet judgements.parquet policy/ metrics.json
+                         critiques.parquet judgements.parquet flags.parquet policy/
+                         metrics.json train_steps.json
                          evaluation.parquet stats/<stage>.json curve.json accuracy.png
                          timing/<stage>.json (untracked)
                          .ckpt/ (resume checkpoints while train runs; untracked)
@@ -61,6 +63,15 @@ class IterationLayout:
         return self.dir / "judgements.parquet"
 
     @property
+    def flags(self) -> Path:
+        """The rollout-aware verifier's per-rollout flags (VerIPO; empty otherwise)."""
+        return self.dir / "flags.parquet"
+
+    @property
+    def prev_flags(self) -> Path:
+        return self.prev_dir / "flags.parquet"
+
+    @property
     def policy(self) -> Path:
         return self.dir / "policy"
 
@@ -71,6 +82,11 @@ class IterationLayout:
     @property
     def metrics(self) -> Path:
         return self.dir / "metrics.json"
+
+    @property
+    def train_steps(self) -> Path:
+        """Per optimizer step: loss, grad norm and the objective's metrics (a DVC plot)."""
+        return self.dir / "train_steps.json"
 
     @property
     def curve(self) -> Path:
@@ -145,6 +161,13 @@ class Layout:
     @property
     def base_policy(self) -> Path:
         return self.base / "policy"
+
+    @property
+    def base_rollout_files(self) -> dict[str, Path]:
+        """Record kind -> the base folder's (empty) samples, verdicts and flags: an iteration
+        may read its previous folder's (VerIPO's DPO judges GRPO's rollouts), and dvc.yaml
+        can then list them as deps of every iteration's stage."""
+        return {kind: self.base / f"{kind}.parquet" for kind in ("samples", "verdicts", "flags")}
 
     @property
     def base_metrics(self) -> Path:

@@ -6,7 +6,8 @@ All but `raft` sample G = 8 completions per prompt (groups, for the group method
 sample budget of params.yaml (allocate.prompts_per_iteration × allocate.n), so presets compare
 at equal cost. Each also takes its paper's regime: one pass over the rollout batch in as many
 optimizer steps as the paper takes per rollout batch (PAPER_STEPS), and train.lr (LR, below).
-`raft` keeps params.yaml's regime, the default pipeline's measured one.
+`raft` keeps params.yaml's regime, the default pipeline's measured one. A name in LOOPS
+stands for several iterations: `veripo` is grpo, veripo-dpo, grpo, veripo-dpo.
 """
 
 from __future__ import annotations
@@ -70,7 +71,13 @@ PRESETS: dict[str, tuple[str, bool, dict[str, dict[str, Any]]]] = {
     **{f"critique-grpo-{t.replace('_', '-')}": (
         "critique-grpo", True, {"algorithms": {"critique-grpo": {"critique": t}}})
        for t in ("indicative", "cot", "self")},
+    # VerIPO's DPO step on the previous GRPO iteration's rollouts (it samples nothing):
+    # DPO's regime, VerIPO's batch of 32 pairs (specs/algorithms-b.md §4.2).
+    "veripo-dpo": ("veripo", False, {"train": {"epochs": 1, "mini_batch_size": DPO_PAIRS_PER_STEP,
+                                               "lr": LR["dpo"]}}),
 }
+# Presets that stand for several iterations: VerIPO's two GRPO → verifier → DPO loops.
+LOOPS: dict[str, list[str]] = {"veripo": ["grpo", "veripo-dpo", "grpo", "veripo-dpo"]}
 
 
 def regime(algorithm: str, budget: int) -> dict[str, Any]:
@@ -90,9 +97,11 @@ def iterations_for(cfg: PipelineConfig, names: list[str]) -> dict[str, dict[str,
     """The `iterations` mapping that runs `names` in order from the warm start."""
     out: dict[str, dict[str, Any]] = {}
     budget = cfg.allocate.prompts_per_iteration * cfg.allocate.n
+    names = [n for name in names for n in LOOPS.get(name, [name])]
     for i, name in enumerate(names):
         if name not in PRESETS:
-            raise ConfigError(f"preset {name!r}: unknown (have {', '.join(PRESETS)})")
+            raise ConfigError(f"preset {name!r}: unknown (have "
+                              f"{', '.join([*PRESETS, *LOOPS])})")
         algorithm, grouped, extra = PRESETS[name]
         overrides = {k: dict(v) for k, v in extra.items()}
         if grouped:

@@ -59,9 +59,19 @@ SCHEMAS: dict[str, dict[str, pa.DataType]] = {
         "id": pa.string(), "difficulty": pa.int64(), "greedy_correct": pa.bool_(),
         "sampled_correct": pa.int64(), "n_samples": pa.int64(),
     },
+    # A pair names its rollouts (by sample_idx in the folder the judge read) and carries
+    # the token ids it trains on: a VerIPO reflection's chosen is a composite no sample holds.
     "judgements": {
         "prompt_id": pa.string(), "chosen_idx": pa.int64(), "rejected_idx": pa.int64(),
-        "score": pa.float64(),
+        "score": pa.float64(), "kind": pa.string(), "prompt_ids": pa.list_(pa.int64()),
+        "chosen_ids": pa.list_(pa.int64()), "rejected_ids": pa.list_(pa.int64()),
+    },
+    # The rollout-aware verifier's flags per rollout (VerIPO, specs/algorithms-b.md §4.4);
+    # consistent is "yes", "no" or "unknown"; drop_prompt marks prompts pruned for later.
+    "flags": {
+        "prompt_id": pa.string(), "sample_idx": pa.int64(), "correct": pa.bool_(),
+        "consistent": pa.string(), "repetitive": pa.bool_(), "length": pa.int64(),
+        "finished": pa.bool_(), "category": pa.string(), "drop_prompt": pa.bool_(),
     },
 }
 

@@ -210,6 +210,16 @@ def _metric_list(values: dict[str, float], step: int):
     return [Metric(k, v, now, step) for k, v in sorted(values.items())]
 
 
+def _log_train_steps(client, run_id: str, it: IterationLayout) -> None:
+    """The train stage's per-step metrics as `train_step/NAME` histories over its steps."""
+    if not it.train_steps.is_file():
+        return
+    metrics = [m for row in read_json(it.train_steps) for m in _metric_list(
+        {f"train_step/{k}": float(v) for k, v in row.items() if k != "step"}, int(row["step"]))]
+    for i in range(0, len(metrics), 500):
+        client.log_batch(run_id, metrics=metrics[i:i + 500])
+
+
 def _log_budget(client, run_id: str, it: IterationLayout) -> None:
     """GVM's per-prompt p_i, G_i, n_i: their histograms (PNG) and the table itself."""
     import tempfile
@@ -313,6 +323,7 @@ def log_iteration(cfg: PipelineConfig, layout: Layout, it: IterationLayout, *,
     client.log_artifact(run_id, str(it.plot))
     _log_budget(client, run_id, it)
     _log_critiques(client, run_id, it)
+    _log_train_steps(client, run_id, it)
     evaluate_only = {k: v for k, v in metrics.items() if k.startswith(("evaluate/", "verify/"))}
     client.log_batch(parent, metrics=_metric_list(evaluate_only, step))
     client.log_artifact(parent, str(it.plot))

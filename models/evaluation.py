@@ -19,7 +19,9 @@ def evaluate_policy(cfg: PipelineConfig, policy: Path, problems: list[dict]
     """Greedy and sampled completions on `problems`, graded by the verifier pool:
     (metrics, timing, one "evaluation" record per problem).
 
-    Accuracy judges the final answer alone: `verify.check_steps` does not apply here."""
+    Accuracy judges the final answer alone: `verify.check_steps` does not apply here. On
+    the built-in task, `inconsistency_rate` is VerIPO's (specs/algorithms-b.md §4.8): the
+    share of greedy-correct completions whose answer does not follow from their steps."""
     from cotflow.verify.pool import VerifierPool
     from models.drawing import format_prompt
     from models.sampler import make_sampler
@@ -35,8 +37,9 @@ def evaluate_policy(cfg: PipelineConfig, policy: Path, problems: list[dict]
                                    top_p=1.0, seed=cfg.seed + 1)
     golds = [p["answer"] for p in problems]
     with VerifierPool(workers=v.workers, timeout_s=v.timeout_s, memory_mb=v.memory_mb) as pool:
-        greedy_ok = [g.verdict == CORRECT for g in pool.grade_many(
-            [(gold, c.text) for gold, c in zip(golds, greedy, strict=True)])]
+        greedy_grades = pool.grade_many([(gold, c.text) for gold, c in zip(golds, greedy,
+                                                                             strict=True)])
+        greedy_ok = [g.verdict == CORRECT for g in greedy_grades]
         repeated = [gold for gold in golds for _ in range(e.n_samples)]
         sampled_ok = [g.verdict == CORRECT for g in pool.grade_many(
             [(gold, c.text) for gold, c in zip(repeated, sampled, strict=True)])]
@@ -45,6 +48,8 @@ def evaluate_policy(cfg: PipelineConfig, policy: Path, problems: list[dict]
         "mean_completion_tokens": round(sum(c.num_tokens for c in greedy) / len(greedy), 4),
         "finished_fraction": round(sum(c.finished for c in greedy) / len(greedy), 6),
     }
+    if cfg.data.source == "builtin":
+        metrics["inconsistency_rate"] = _inconsistency(problems, greedy, greedy_grades, greedy_ok)
     by_diff: dict[int, list[bool]] = defaultdict(list)
     for p, ok in zip(problems, greedy_ok, strict=True):
         by_diff[p["difficulty"]].append(ok)
@@ -59,3 +64,12 @@ def evaluate_policy(cfg: PipelineConfig, policy: Path, problems: list[dict]
              "sampled_correct": sum(sampled_ok[i * n:(i + 1) * n]), "n_samples": n}
             for i, (p, ok) in enumerate(zip(problems, greedy_ok, strict=True))]
     return metrics, {"evaluate/tokens_per_s": round(sampler.tokens_per_s, 1)}, rows
+
+
+def _inconsistency(problems: list[dict], completions: list, grades: list,
+                   correct: list[bool]) -> float:
+    from cotflow.data.arithmetic import answer_follows
+
+    flags = [not answer_follows(c.text, p["solution"], g.extracted)
+             for p, c, g, ok in zip(problems, completions, grades, correct, strict=True) if ok]
+    return round(sum(flags) / len(flags), 6) if flags else 0.0

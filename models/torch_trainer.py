@@ -16,6 +16,7 @@ import random
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -95,10 +96,11 @@ def optimize(
     model, optimizer: torch.optim.Optimizer, steps: Iterator[Step], loss_fn: LossFn, *,
     max_grad_norm: float, lr_at: Callable[[int], float] | None = None,
     checkpoint: Checkpointer | None = None,
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """One optimizer step per `Step`: the micro-batches' losses are shares of the step's
     loss (the objective divides by the step's size), so their gradients are summed, not
-    averaged. Returns the mean step loss and the other statistics.
+    averaged. Returns the mean step loss and the other statistics, and `history`: per
+    step, its loss, grad norm and the objective's metrics (means over its micro-batches).
 
     With `checkpoint`, save a resume point every `checkpoint.every` optimizer steps and
     start from the last one saved: `steps` must then be the same sequence on every run
@@ -106,6 +108,7 @@ def optimize(
     """
     model.train()
     sums: dict[str, float] = {}
+    history: list[dict[str, float]] = []  # per optimizer step: loss and the step's means
     steps_done = micro = tokens = 0
     state = checkpoint.load() if checkpoint is not None else None
     if state is not None:
@@ -115,35 +118,43 @@ def optimize(
         random.setstate(state["python_rng"])
         sums, steps_done, micro, tokens = (dict(state["sums"]), state["steps"], state["micro"],
                                            state["tokens"])
+        history = list(state.get("history", []))
         steps = itertools.islice(steps, steps_done, None)
     t0 = time.perf_counter()
     optimizer.zero_grad(set_to_none=True)
     for step in steps:
         step_loss = 0.0
+        step_sums: dict[str, float] = {}
         for batch in step.batches:
             loss, extra = loss_fn(batch, step.size)
             loss.backward()
             step_loss += loss.item()
             for key, val in extra.items():
-                sums[key] = sums.get(key, 0.0) + val
+                step_sums[key] = step_sums.get(key, 0.0) + val
             micro += 1
             tokens += int(batch.attention_mask.sum())
+        for key, val in step_sums.items():
+            sums[key] = sums.get(key, 0.0) + val
+        norm = _step(model, optimizer, max_grad_norm, lr_at(steps_done) if lr_at else None)
         sums["loss"] = sums.get("loss", 0.0) + step_loss
-        sums["grad_norm"] = sums.get("grad_norm", 0.0) + _step(
-            model, optimizer, max_grad_norm, lr_at(steps_done) if lr_at else None)
+        sums["grad_norm"] = sums.get("grad_norm", 0.0) + norm
         steps_done += 1
+        n_micro = max(len(step.batches), 1)
+        history.append({"step": steps_done, "loss": step_loss, "grad_norm": norm,
+                        **{k: v / n_micro for k, v in step_sums.items()}})
         if checkpoint is not None and checkpoint.due(steps_done):
             checkpoint.save({
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "torch_rng": torch.get_rng_state(), "python_rng": random.getstate(),
-                "sums": sums, "steps": steps_done, "micro": micro, "tokens": tokens})
+                "sums": sums, "steps": steps_done, "micro": micro, "tokens": tokens,
+                "history": history})
     seconds = time.perf_counter() - t0
     per_step = ("loss", "grad_norm")
     stats = {k: v / max(micro, 1) for k, v in sums.items() if k not in per_step}
     stats.update({k: sums.get(k, 0.0) / max(steps_done, 1) for k in per_step})
     stats.update(optimizer_steps=steps_done, micro_batches=micro,
                  tokens_per_s=tokens / seconds if seconds else 0.0, seconds=seconds)
-    return stats
+    return {**stats, "history": history}
 
 
 def _step(model, optimizer, max_grad_norm: float, lr: float | None) -> float:
@@ -174,7 +185,7 @@ def warmup_cosine(lr: float, warmup: int, total: int) -> Callable[[int], float]:
 def sft_steps(model, pad_id: int, examples: Sequence[Example], *, steps: int, batch_size: int,
               lr: float, warmup_steps: int, betas: Sequence[float], weight_decay: float,
               max_grad_norm: float, seed: int, max_len: int,
-              checkpoint: Checkpointer | None = None) -> dict[str, float]:
+              checkpoint: Checkpointer | None = None) -> dict[str, Any]:
     """Warm start: `steps` optimizer steps on random batches of worked solutions."""
     rng = random.Random(seed)
     torch.manual_seed(seed)
@@ -283,7 +294,7 @@ def train_policy(model, pad_id: int, examples: Sequence[Example], objective: Obj
                  epochs: int, mini_batch_size: int, micro_batch_size: int, lr: float,
                  warmup_steps: int, betas: Sequence[float], weight_decay: float,
                  max_grad_norm: float, seed: int, max_len: int,
-                 checkpoint: Checkpointer | None = None) -> dict[str, float]:
+                 checkpoint: Checkpointer | None = None) -> dict[str, Any]:
     """`epochs` shuffled passes over the plan's examples, one optimizer step per mini-batch
     of `mini_batch_size` units; steps after the first are off-policy, hence the ratio clip
     against `old` in the objectives that need it."""

@@ -11,6 +11,10 @@ iteration). Then, by `allocate.method`:
   samples and verdicts instead (no new samples; p_i from however many it drew, G_i w.r.t.
   the current policy); the others are probed afresh.
 
+Prompts the previous iteration's verifier marked `drop_prompt` (VerIPO's pruning of
+always-solved prompts between loops) are not drawn. An iteration whose recipe reuses the
+previous iteration's rollouts (veripo, `rollouts: prev`) allocates nothing.
+
 Outputs: allocation.parquet (prompt_id, n; n may be 0) and budget.parquet (per prompt:
 probe_samples, probe_reused, accepted, p, G, ratio, n; empty for uniform).
 """
@@ -46,15 +50,36 @@ def probe_seed(cfg: PipelineConfig, key: str) -> int:
 
 def run(cfg: PipelineConfig, layout: Layout,
         it: IterationLayout) -> tuple[dict[str, Any], dict[str, Any]]:
+    from cotflow.recipes import recipe_for
+
     a = cfg.allocate
+    algo = cfg.algorithm(it.key)
+    if recipe_for(algo.kind).reuses_prev_rollouts(algo):
+        write_table(it.budget, "budget", [])
+        write_table(it.allocation, "allocation", [])
+        return {"method": "reuse", "prompts": 0, "samples": 0, "probe_samples": 0,
+                "zero_share": 0.0, "pruned": 0}, {}
     ids = read_table(layout.train_set, "problems")["id"]
+    pruned = _pruned(it)
+    ids = [i for i in ids if i not in pruned] if pruned else ids
     chosen = choose_prompts(ids, a.prompts_per_iteration, cfg.seed, it.key)
     if a.method == "uniform":
         write_table(it.budget, "budget", [])
         write_table(it.allocation, "allocation", {"prompt_id": chosen, "n": [a.n] * len(chosen)})
         return {"method": "uniform", "prompts": len(chosen), "samples": a.n * len(chosen),
-                "probe_samples": 0, "zero_share": 0.0}, {}
-    return _gvm(cfg, layout, it, chosen)
+                "probe_samples": 0, "zero_share": 0.0, "pruned": len(pruned)}, {}
+    stats, timing = _gvm(cfg, layout, it, chosen)
+    return {**stats, "pruned": len(pruned)}, timing
+
+
+def _pruned(it: IterationLayout) -> set[str]:
+    """Prompts the previous iteration's verifier dropped (empty when it ran none; a base
+    folder from before flags existed has none)."""
+    if not it.prev_flags.is_file():
+        return set()
+    flags = read_table(it.prev_flags, "flags")
+    return {pid for pid, drop in zip(flags["prompt_id"], flags["drop_prompt"], strict=True)
+            if drop}
 
 
 def _reused_probe(it: IterationLayout, chosen: set[str]) -> dict[str, list[dict[str, Any]]]:

@@ -93,6 +93,8 @@ def run(cfg: PipelineConfig, layout: Layout) -> tuple[dict[str, Any], dict[str, 
     check_context(cfg, tokenizer, context_length(model, cfg), {"held-out": test, "train": train})
     write_table(layout.train_set, "problems", train)
     write_table(layout.test_set, "problems", test)
+    for kind, path in layout.base_rollout_files.items():
+        write_table(path, kind, [])
 
     w = cfg.warmstart
     examples = [text_example(tokenizer, format_prompt(cfg, p["question"]), p["solution"])

@@ -18,12 +18,13 @@ from cotflow.config import PipelineConfig
 from cotflow.layout import IterationLayout, Layout
 from cotflow.recipes import recipe_for
 from cotflow.recipes.base import Example, Inputs, rollout_example
-from cotflow.records import read_table
+from cotflow.records import read_table, write_json
 from cotflow.rollouts import Rollout, rollouts, selected_refinements
 
 log = logging.getLogger(__name__)
 REPORTED = ("loss", "grad_norm", "clip_fraction", "kl", "entropy", "optimizer_steps",
-            "reward_accuracy", "margin")
+            "reward_accuracy", "margin", "chosen_logp", "rejected_logp", "chosen_logratio",
+            "rejected_logratio", "nll")
 
 
 class StageServices:
@@ -84,7 +85,8 @@ def run(cfg: PipelineConfig, layout: Layout,
     pad_id = tokenizer.pad_token_id
     recipe = recipe_for(algo.kind)
     # Only a recipe that judges reads the judge stage's pairs.
-    judgements = read_table(it.judgements, "judgements") if recipe.judge else {}
+    judgements = (read_table(it.judgements, "judgements")
+                  if recipe.judge or recipe.verifier else {})
     services = StageServices(cfg, model, pad_id, max_len)
     plan = recipe.plan(algo, Inputs(
         rollouts=rows, judgements=judgements,
@@ -114,6 +116,10 @@ def run(cfg: PipelineConfig, layout: Layout,
         log.warning("nothing to train on: the policy is saved unchanged")
         result = {"optimizer_steps": 0}
     save_policy(model, tokenizer, it.policy)
+    # Per step, what a DPO that falls shows first: chosen and rejected log-probs, margin.
+    history = result.get("history") or [
+        {"step": i + 1, "loss": x} for i, x in enumerate(result.get("loss_curve", []))]
+    write_json(it.train_steps, [{k: round(v, 6) for k, v in h.items()} for h in history])
     stats.update({k: round(v, 6) for k, v in result.items() if k in REPORTED})
     return stats, {"train/tokens_per_s": round(result.get("tokens_per_s", 0.0), 1)}
 

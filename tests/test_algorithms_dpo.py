@@ -103,3 +103,33 @@ def test_pairs_bad_args():
         build_pairs(["a"], [1], max_pairs_per_prompt=0, seed=0)
     with pytest.raises(ValueError, match="2 prompt ids but 1 rewards"):
         build_pairs(["a", "a"], [1], max_pairs_per_prompt=1, seed=0)
+
+
+def test_dpo_nll_on_hand_numbers():
+    # §4.10's long chosen (312 tokens, rollout 1 of the worked example), α = 1:
+    # softplus(-0.92) = 0.3354138; NLL = 182.4 / 312 = 0.5846154; sum 0.9200292.
+    from cotflow.algorithms.dpo import dpo_nll_loss
+
+    chosen, rejected = _t(-182.4).requires_grad_(True), _t(-95.1).requires_grad_(True)
+    loss, z, nll = dpo_nll_loss(chosen, rejected, _t(-190.0), _t(-93.5), _t(312.0),
+                                beta=0.1, nll_coef=1.0)
+    assert z.item() == pytest.approx(0.92, abs=1e-9)
+    assert nll.item() == pytest.approx(0.5846154, abs=1e-7)
+    assert loss.item() == pytest.approx(0.9200292, abs=1e-7)
+    loss.backward()
+    # ∂L/∂log π(y_w) = -β·σ(-z) - α/|y_w| = -0.0284958 - 0.0032051; y_l: +β·σ(-z)
+    assert chosen.grad.item() == pytest.approx(-0.0317009, abs=1e-7)
+    assert rejected.grad.item() == pytest.approx(0.0284958, abs=1e-7)
+
+
+def test_dpo_nll_at_zero_is_plain_dpo_exactly():
+    from cotflow.algorithms.dpo import dpo_nll_loss
+
+    args = (_t(-10.0, -182.4), _t(-12.0, -95.1), _t(-11.0, -190.0), _t(-11.0, -93.5))
+    plain, z = dpo_loss(*args, beta=0.1)
+    with_nll, z2, _ = dpo_nll_loss(*args, _t(5.0, 312.0), beta=0.1, nll_coef=0.0)
+    assert with_nll.item() == plain.item() and torch.equal(z, z2)
+    with pytest.raises(ValueError, match="nll_coef"):
+        dpo_nll_loss(*args, _t(5.0, 312.0), beta=0.1, nll_coef=-1.0)
+    with pytest.raises(ValueError, match="chosen_tokens"):
+        dpo_nll_loss(*args, _t(0.0, 312.0), beta=0.1, nll_coef=1.0)

@@ -186,6 +186,55 @@ def test_critique_grpo_iteration_through_dvc_and_mlflow(tmp_path_factory):
     assert _lock_outs(ws) == before
 
 
+def test_veripo_loop_through_dvc_and_mlflow(tmp_path_factory):
+    """Preset `veripo`'s first loop (grpo, then DPO on the GRPO rollouts): the DPO
+    iteration samples nothing, its judge depends on iteration 001's samples and verdicts in
+    dvc.lock, its flags are an output, and the verifier's rates reach MLflow."""
+    from mlflow.tracking import MlflowClient
+
+    from cotflow.presets import apply_preset
+    from cotflow.records import read_table
+
+    # A longer warm start than the micro one's, so that some GRPO rollouts are good ones
+    # and the DPO iteration has pairs to train (10 here).
+    ws = make_workspace(tmp_path_factory.mktemp("veripo"),
+                        micro_params(warmstart={"steps": 400}))
+    apply_preset(ws / "params.yaml", ["grpo", "veripo-dpo"])
+    env = _env(ws)
+    _dvc(ws, env, "repro")
+    assert json.loads(_dvc(ws, env, "status", "--json").stdout) == {}
+    lock = yaml.safe_load((ws / "dvc.lock").read_text())["stages"]
+    judge_deps = {d["path"] for d in lock["judge@002"]["deps"]}
+    assert {"artifacts/iter-001/samples.parquet", "artifacts/iter-001/verdicts.parquet"
+            } <= judge_deps
+    assert "artifacts/iter-002/flags.parquet" in [p for p, _ in _lock_outs(ws)["judge@002"]]
+    assert read_table(ws / "artifacts/iter-002/samples.parquet", "samples")["prompt_id"] == []
+    flags = read_table(ws / "artifacts/iter-002/flags.parquet", "flags")
+    assert len(flags["prompt_id"]) == 64  # iteration 001's 8 prompts × 8 rollouts
+    judge = json.loads((ws / "artifacts/iter-002/stats/judge.json").read_text())
+    train = json.loads((ws / "artifacts/iter-002/stats/train.json").read_text())
+    assert judge["rollouts_from"] == "prev" and train["pairs"] == judge["pairs"] > 0
+    assert judge["pairs_reflection"] > 0 and train["optimizer_steps"] >= 1
+    client = MlflowClient(f"sqlite:///{ws / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("cotflow")
+    child = next(r for r in client.search_runs([exp.experiment_id])
+                 if r.data.tags.get("cotflow.iteration") == "002")
+    for name in ("inconsistency_rate", "repetition_rate", "mean_length", "accuracy",
+                 "pairs_reflection", "pairs_consistency"):
+        assert f"judge/{name}" in child.data.metrics, name
+    assert "evaluate/inconsistency_rate" in child.data.metrics
+    assert "train/chosen_logratio" in child.data.metrics
+    steps = client.get_metric_history(child.info.run_id, "train_step/margin")
+    assert [m.step for m in steps] == list(range(1, train["optimizer_steps"] + 1))
+    # A change to the DPO step's settings reruns the DPO iteration only.
+    raw = yaml.safe_load((ws / "params.yaml").read_text())
+    raw["algorithms"]["veripo"]["beta"] = 0.2
+    (ws / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    ran = _ran(_dvc(ws, env, "repro").stdout)
+    assert {"judge@002", "train@002"} <= set(ran)
+    assert not {"prepare", "sample@001", "train@001", "judge@001"} & set(ran)
+
+
 def test_every_trained_parameter_changed(repro_ws):
     ws, _ = repro_ws
     base = load_file(ws / "artifacts/base/policy/model.safetensors")

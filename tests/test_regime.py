@@ -215,7 +215,7 @@ def test_grad_accum_1_and_4_give_the_same_step(name, updates):
 
 
 def test_dpo_pairs_step_is_a_mean_over_the_steps_pairs():
-    s = _settings("dpo")
+    s = _settings("dpo", nll_coef=0.0)  # plain DPO: ln 2 at the reference
     rows = [_rollout("a", 0, 1.0, (3, 4, EOS)), _rollout("a", 1, 0.0, (5, EOS)),
             _rollout("b", 0, 1.0, (6, EOS)), _rollout("b", 1, 0.0, (7, 8, 9, EOS))]
     judgements = {"prompt_id": ["a", "b"], "chosen_idx": [0, 0], "rejected_idx": [1, 1]}

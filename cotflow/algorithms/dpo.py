@@ -44,6 +44,35 @@ def dpo_loss(
     return F.softplus(-z).mean(), z.detach()
 
 
+def dpo_nll_loss(
+    chosen_logp: torch.Tensor, rejected_logp: torch.Tensor, ref_chosen_logp: torch.Tensor,
+    ref_rejected_logp: torch.Tensor, chosen_tokens: torch.Tensor, *, beta: float,
+    nll_coef: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """DPO plus α·NLL of the chosen response: iterative RPO (Pang et al., "Iterative
+    Reasoning Preference Optimization", arXiv 2404.19733, eq. 1), the term that keeps the
+    chosen likelihood from falling with the rejected one:
+
+        L = mean_p [ softplus(-z_p) + α · (−log π_θ(y_w) / |y_w|) ]
+
+    Args:
+        as `dpo_loss`, plus chosen_tokens (P,): |y_w|, response tokens of each chosen.
+        nll_coef: α ≥ 0 (RPO: 1); 0 is `dpo_loss` exactly.
+    Returns:
+        (loss scalar, z (P,) detached, the mean NLL term (per token) detached).
+    """
+    if nll_coef < 0:
+        raise ValueError(f"nll_coef={nll_coef} must be >= 0")
+    if chosen_tokens.shape != chosen_logp.shape or not bool((chosen_tokens > 0).all()):
+        raise ValueError("chosen_tokens must hold one positive count per pair")
+    dpo, z = dpo_loss(chosen_logp, rejected_logp, ref_chosen_logp, ref_rejected_logp,
+                      beta=beta)
+    nll = (-chosen_logp / chosen_tokens).mean()
+    if not nll_coef:
+        return dpo, z, nll.detach()
+    return dpo + nll_coef * nll, z, nll.detach()
+
+
 def _balanced_pairs(n_long: int, n_short: int) -> list[tuple[int, int]]:
     # Diagonals (t, (t + s) mod n_short): the first n_short pairs use distinct members on
     # both sides; the first n_long use each member of the longer side once and the shorter

@@ -237,3 +237,56 @@ def check_step(step: str) -> bool | None:
 def steps_consistent(text: str) -> bool:
     """False if any ``x op y = z`` line of `text` is wrong arithmetic; other lines pass."""
     return all(check_step(step) is not False for step in solution_steps(text))
+
+
+def _parsed_step(step: str) -> tuple[int, str, int, int] | None:
+    """(x, op, y, z) of a true ``x op y = z`` line, op one of + - * /; None otherwise."""
+    match = _EQUATION.fullmatch(step.strip())
+    if match is None or not check_step(step):
+        return None
+    x, op, y, z = match.groups()
+    a, b, c = (int(v.replace(",", "")) for v in (x, y, z))
+    return a, {"\u2212": "-", "x": "*", "\u00d7": "*"}.get(op, op), b, c
+
+
+def _same_step(step: tuple[int, str, int, int], ref: tuple[int, str, int, int]) -> bool:
+    # The task's step up to the order of a sum's or a product's operands.
+    (x, op, y, z), (rx, rop, ry, rz) = step, ref
+    if op != rop or z != rz:
+        return False
+    return (x, y) == (rx, ry) or (op in "+*" and (y, x) == (rx, ry))
+
+
+def answer_follows(completion: str, solution: str, answer: str | None) -> bool:
+    """VerIPO's consistency check (does the final answer follow from the reasoning?),
+    exact on this task because it knows its steps (`solution`):
+    - the reasoning is the task's steps (each a true ``x op y = z`` line equal to the
+      solution's, operands of + and × in either order): the answer must be the last
+      step's result, so "right steps, wrong final answer" is inconsistent;
+    - otherwise the steps are wrong: a right answer through them is inconsistent ("right
+      answer through wrong steps", and no steps at all), and a wrong answer is consistent
+      only if it is what the last written step derives.
+    `answer` is the extracted final answer (None: none found, which follows from nothing).
+    """
+    value = _int_answer(answer)
+    ref_lines = solution_steps(solution)
+    ref = [_parsed_step(s) for s in ref_lines]
+    if not ref or any(r is None for r in ref):
+        raise ValueError(f"solution {solution!r} is not a chain of true x op y = z steps")
+    lines = solution_steps(completion)
+    steps = [_parsed_step(s) for s in lines]
+    if value is None or not lines:
+        return False
+    task_steps = len(steps) == len(ref) and all(
+        s is not None and _same_step(s, r) for s, r in zip(steps, ref, strict=True))
+    if task_steps:
+        return value == ref[-1][3]
+    derived = _EQUATION.fullmatch(lines[-1])
+    right = value == ref[-1][3]
+    return not right and derived is not None and value == int(derived.group(4).replace(",", ""))
+
+
+def _int_answer(answer: str | None) -> int | None:
+    if answer is None or not re.fullmatch(_NUM, answer.strip()):
+        return None
+    return int(answer.strip().replace(",", ""))

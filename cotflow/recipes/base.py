@@ -98,15 +98,39 @@ class Inputs:
     services: Services
 
 
+@dataclass
+class VerifierInputs:
+    """What the judge stage hands a rollout-aware verifier (VerIPO)."""
+
+    rollouts: list[Rollout]
+    # Does the rollout's answer follow from its reasoning? None: unknown.
+    consistent: Callable[[Rollout], bool | None]
+    encode: Callable[[str], list[int]]  # completion text -> ids as sampled (EOS last)
+    max_len: int  # context: pairs whose prompt + response exceed it are dropped
+    seed: int
+
+
+@dataclass
+class VerifierResult:
+    flags: dict[str, list]  # records.SCHEMAS "flags" columns
+    pairs: list[dict[str, Any]]  # records.SCHEMAS "judgements" rows
+    stats: dict[str, Any]
+
+
 @dataclass(frozen=True)
 class Recipe:
     """One algorithm kind: its params schema and how it trains.
 
     `settings` is the pydantic section of a params.yaml `algorithms` entry of this kind;
     `plan` builds the iteration's training plan; `judge`, if set, is run by the judge stage
-    and returns (chosen, rejected) pairs of rollout positions."""
+    and returns (chosen, rejected) pairs of rollout positions; `verifier`, if set instead,
+    flags every rollout and builds the pairs with their token ids (VerIPO).
+    `reuses_prev_rollouts(settings)` says the iteration samples nothing and judges the
+    previous iteration's rollouts."""
 
     kind: str
     settings: type
     plan: Callable[[Any, Inputs], TrainingPlan]
     judge: Callable[[Any, list[Rollout], int], list[tuple[int, int]]] | None = None
+    verifier: Callable[[Any, VerifierInputs], VerifierResult] | None = None
+    reuses_prev_rollouts: Callable[[Any], bool] = lambda settings: False

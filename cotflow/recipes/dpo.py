@@ -6,14 +6,18 @@ Judge stage: within each prompt, a correct rollout (chosen) against an incorrect
 exhausted (cotflow/algorithms/dpo.py `build_pairs`). Train: each pair is one unit (its two
 sequences share a micro-batch); z = β[(log π(y_w) − log π_ref(y_w)) − (log π(y_l) −
 log π_ref(y_l))] with sequence log-probs summed over completion tokens, the reference the
-stage-start policy; loss softplus(−z), a mean over the optimizer step's pairs.
+stage-start policy; loss softplus(−z) + nll_coef · (−log π(y_w)/|y_w|), a mean over the
+optimizer step's pairs. nll_coef 0 is plain sigmoid DPO, exactly; params.yaml's default 1
+is iterative RPO's (arXiv 2404.19733), chosen by issue 14 because plain DPO lost held-out
+accuracy here (70.5 → 56.8 → 46.2 %); specs/algorithms-b.md §4.6's reconstruction [D]
+defaults to plain DPO, which `nll_coef: 0` keeps.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-from cotflow.config_types import PosFloat, PosInt, Section
+from cotflow.config_types import NonNegFloat, PosFloat, PosInt, Section
 from cotflow.recipes.base import Inputs, Recipe, TrainingPlan, rollout_example
 from cotflow.rollouts import Rollout, pairs_of
 
@@ -21,6 +25,7 @@ from cotflow.rollouts import Rollout, pairs_of
 class Settings(Section):
     kind: Literal["dpo"]
     beta: PosFloat
+    nll_coef: NonNegFloat  # α of the NLL on the chosen response; 0: plain DPO
     max_pairs_per_prompt: PosInt
 
 
@@ -32,19 +37,33 @@ def judge(s: Settings, rows: list[Rollout], seed: int) -> list[tuple[int, int]]:
 
 
 def objective(s: Settings):
-    """DPO over the micro-batch's pairs, as a share of the step's pair-mean."""
-    from cotflow.algorithms.dpo import dpo_loss, sequence_logprob
+    return pair_objective(beta=s.beta, nll_coef=s.nll_coef)
+
+
+def pair_objective(*, beta: float, nll_coef: float):
+    """DPO (+ NLL on the chosen) over the micro-batch's pairs, as a share of the step's
+    pair-mean. Logs what tells a falling DPO apart: the chosen and rejected sequence
+    log-probs and their log-ratios to the reference (both falling is the known failure),
+    the margin z and the NLL term."""
+    from cotflow.algorithms.dpo import dpo_nll_loss, sequence_logprob
     from cotflow.recipes.terms import metrics, need
 
     def dpo_objective(tb):
         # Rows come as (chosen, rejected) per unit: even rows chosen, odd rows rejected.
         seq = sequence_logprob(tb.logprobs, tb.mask)
         ref = sequence_logprob(need(tb.old_logprobs, "old"), tb.mask)
-        loss, z = dpo_loss(seq[0::2], seq[1::2], ref[0::2], ref[1::2], beta=s.beta)
+        tokens = tb.mask[0::2].sum(dim=-1).to(seq.dtype)
+        loss, z, nll = dpo_nll_loss(seq[0::2], seq[1::2], ref[0::2], ref[1::2], tokens,
+                                    beta=beta, nll_coef=nll_coef)
         pairs = seq.shape[0] // 2
+        with_ref = (seq - ref).detach()
         return loss * pairs / tb.step.units, {
-            "reward_accuracy": float((z > 0).float().mean()),
-            "margin": float(z.mean()), **metrics(tb)}
+            "reward_accuracy": float((z > 0).float().mean()), "margin": float(z.mean()),
+            "chosen_logp": float(seq[0::2].detach().mean()),
+            "rejected_logp": float(seq[1::2].detach().mean()),
+            "chosen_logratio": float(with_ref[0::2].mean()),
+            "rejected_logratio": float(with_ref[1::2].mean()), "nll": float(nll),
+            **metrics(tb)}
     return dpo_objective
 
 
