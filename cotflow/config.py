@@ -119,6 +119,15 @@ class AllocateConfig(Section):
         return self
 
 
+class SegmentsConfig(Section):
+    """SPO-chain's Monte Carlo values (specs/algorithms-b.md §2.3), drawn by the sample
+    stage when the iteration's algorithm kind is spo."""
+
+    rollouts: PosInt  # N continuations from the state before each segment boundary
+    interval: PosInt  # m: every m-th low-probability token starts a segment
+    rho: Prob  # a token is low-probability (a cutpoint) when π_old(token) < rho
+
+
 class SampleConfig(Section):
     backend: Literal["hf", "openai", "vllm"]
     temperature: PosFloat
@@ -128,6 +137,7 @@ class SampleConfig(Section):
     # DAPO dynamic sampling: up to this many extra rounds on fresh prompts until as many
     # groups with mixed rewards as prompts were allocated; 0: off.
     dynamic_sampling_rounds: NonNegInt
+    segments: SegmentsConfig
 
 
 class VerifyConfig(Section):

@@ -2,7 +2,8 @@
 
     artifacts/base/      train.parquet test.parquet policy/ metrics.json curve.json
                          evaluation.parquet
-    artifacts/iter-001/  allocation.parquet budget.parquet samples.parquet verdicts.parquet
+    artifacts/iter-001/  allocation.parquet budget.parquet samples.parquet values.parquet
+                         continuations.parquet verdicts.parquet
                          critiques.parquet judgements.parquet policy/ metrics.json
                          evaluation.parquet stats/<stage>.json curve.json accuracy.png
                          timing/<stage>.json (untracked)
@@ -38,6 +39,16 @@ class IterationLayout:
     @property
     def samples(self) -> Path:
         return self.dir / "samples.parquet"
+
+    @property
+    def values(self) -> Path:
+        """SPO-chain's segment boundaries and MC values per sample (empty otherwise)."""
+        return self.dir / "values.parquet"
+
+    @property
+    def continuations(self) -> Path:
+        """The MC continuations behind `values` (empty unless SPO)."""
+        return self.dir / "continuations.parquet"
 
     @property
     def prev_samples(self) -> Path:

@@ -27,6 +27,10 @@ GROUP_SIZE = 8
 # Dr.GRPO, which SEED-GRPO keeps, one step (rollout batch = train batch, 1 epoch); DAPO
 # 512 × 16 samples in mini-batches of 512 (16); NFT 512 prompts in mini-batches of 32 (16).
 PAPER_STEPS = {"raft++": 4, "grpo": 4, "dr-grpo": 1, "seed-grpo": 1, "dapo": 16, "nft": 16}
+# SPO-chain (rho-1.1B GSM8K): 512 episodes per iteration in optimizer steps of 64, two
+# epochs: 8 steps a pass (specs/algorithms-b.md §2.5). Whitening is per mini-batch there, so
+# the preset's micro-batch is its mini-batch.
+SPO_STEPS, SPO_EPOCHS = 8, 2
 # VerIPO's DPO stage: a global batch of 32 pairs, one pass (specs/algorithms-b.md §4.2).
 DPO_PAIRS_PER_STEP = 32
 # Learning rates of the presets at these steps, with params.yaml's 10-step warmup of each
@@ -37,6 +41,9 @@ DPO_PAIRS_PER_STEP = 32
 LR: dict[str, float] = {
     "raft++": 1.0e-4, "grpo": 1.0e-4, "dr-grpo": 1.0e-4, "seed-grpo": 1.0e-4, "dapo": 3.0e-5,
     "nft": 3.0e-5, "dpo": 1.0e-5,
+    # Not measured for spo: sixteen steps per rollout batch, as dapo and nft (the paper's
+    # 1e-6 is for a 1.1B model).
+    "spo": 3.0e-5,
 }
 # preset -> (algorithms entry, G = 8 per prompt, extra overrides)
 PRESETS: dict[str, tuple[str, bool, dict[str, dict[str, Any]]]] = {
@@ -52,6 +59,9 @@ PRESETS: dict[str, tuple[str, bool, dict[str, dict[str, Any]]]] = {
     "nft": ("nft", True, {"sample": {"dynamic_sampling_rounds": 2},
                           "train": {"weight_decay": 0.1}}),
     "dpo": ("dpo", True, {}),
+    # SPO-chain: the sample stage adds N MC continuations per segment boundary, counted
+    # in its stats as mc_samples; compare arms on the samples axis, which counts them.
+    "spo-chain": ("spo", True, {}),
     # GVM (specs/algorithms-a.md §1): the same budget, spent per prompt where it lowers the
     # gradient's variance most, after a probe of allocate.gvm.probe_n samples per prompt.
     "gvm-raft": ("raft++", True, {"allocate": {"method": "gvm"}}),
@@ -68,6 +78,10 @@ def regime(algorithm: str, budget: int) -> dict[str, Any]:
     Dr.GRPO's single step at 1e-4 to 36.8 % (benchmarks/algorithms.py, one seed)."""
     if algorithm == "dpo":
         return {"epochs": 1, "mini_batch_size": DPO_PAIRS_PER_STEP, "lr": LR["dpo"]}
+    if algorithm == "spo":
+        mini = math.ceil(budget / SPO_STEPS)
+        return {"epochs": SPO_EPOCHS, "mini_batch_size": mini, "micro_batch_size": mini,
+                "lr": LR["spo"]}
     steps = PAPER_STEPS[algorithm]
     return {"epochs": 1, "mini_batch_size": math.ceil(budget / steps), "lr": LR[algorithm]}
 

@@ -42,10 +42,15 @@ def request_seed(seed: int, run: int, copy: int) -> int:
     return random.Random(f"{seed}:{run}:{copy}").randrange(2**31)
 
 
-def prompt_runs(prompts: Sequence[str]) -> list[tuple[int, str, int]]:
-    """(start index, prompt, count) for each run of consecutive identical prompts."""
-    runs: list[tuple[int, str, int]] = []
+Prompt = str | tuple[int, ...]
+
+
+def prompt_runs(prompts: Sequence[str] | Sequence[Sequence[int]]) -> list[tuple[int, Prompt, int]]:
+    """(start index, prompt, count) for each run of consecutive identical prompts; token-id
+    prompts come back as tuples."""
+    runs: list[tuple[int, Prompt, int]] = []
     for i, p in enumerate(prompts):
+        p = p if isinstance(p, str) else tuple(p)
         if runs and runs[-1][1] == p and runs[-1][0] + runs[-1][2] == i:
             start, _, count = runs[-1]
             runs[-1] = (start, p, count + 1)
@@ -91,9 +96,11 @@ class OpenAISampler:
         self._client.close()
 
     def generate(
-        self, prompts: Sequence[str], *, max_new_tokens: int, temperature: float,
-        top_p: float, seed: int, greedy: bool = False,
+        self, prompts: Sequence[str] | Sequence[Sequence[int]], *, max_new_tokens: int,
+        temperature: float, top_p: float, seed: int, greedy: bool = False,
     ) -> list[Completion]:
+        """Text prompts, or token-id prompts (the completions API's array-of-ids `prompt`,
+        which vLLM reads as ids without re-tokenising: SPO's continuations)."""
         t0 = time.perf_counter()
         params = {"max_tokens": max_new_tokens, "temperature": 0.0 if greedy else temperature,
                   "top_p": 1.0 if greedy else top_p}
@@ -143,7 +150,8 @@ class OpenAISampler:
     def _fill(self, job, runs, params, seed, out, probing: bool = False) -> int:
         r, copy, n = job
         start, prompt, _ = runs[r]
-        body = {**self.extra_body, "model": self.model, "prompt": prompt, **params,
+        body = {**self.extra_body, "model": self.model,
+                "prompt": prompt if isinstance(prompt, str) else list(prompt), **params,
                 "seed": request_seed(seed, r, copy)}
         if n > 1:
             body["n"] = n
@@ -168,7 +176,8 @@ class OpenAISampler:
             prompt_ids = self._ids(ch, "prompt_token_ids") or self._ids(answer,
                                                                         "prompt_token_ids")
             if prompt_ids is None:
-                prompt_ids = self._encode(prompt, special=True)
+                prompt_ids = (self._encode(prompt, special=True) if isinstance(prompt, str)
+                              else list(prompt))
             out[start + copy + k] = Completion(text=text, token_ids=ids, prompt_ids=prompt_ids,
                                                finished=finished)
             tokens += len(ids)

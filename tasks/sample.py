@@ -11,8 +11,13 @@ many extra rounds.
 Every sampled group is kept in the output, so the budget spent is on record; the train
 stage drops the uniform groups when its algorithm says so. The last round may overshoot.
 
-Output: samples.parquet (prompt_id, sample_idx, prompt, completion, num_tokens, finished,
-prompt_ids, completion_ids: the token ids as sampled).
+When the iteration's algorithm kind is spo, the stage also draws SPO-chain's Monte Carlo
+values (models/mc_values.py, `sample.segments`): per response, its token probabilities,
+segment boundaries and the value of the state before each, from N continuations each.
+
+Outputs: samples.parquet (prompt_id, sample_idx, prompt, completion, num_tokens, finished,
+prompt_ids, completion_ids: the token ids as sampled); values.parquet and
+continuations.parquet (empty unless spo).
 """
 
 from __future__ import annotations
@@ -46,6 +51,17 @@ def run(cfg: PipelineConfig, layout: Layout,
                                   where=it.allocation, sampler=sampler)
         if s.dynamic_sampling_rounds:
             rows, stats = _refill(cfg, sampler, problems, it, budget, rows, seed)
+        values: list[dict[str, Any]] = []
+        continuations: list[dict[str, Any]] = []
+        if cfg.algorithm(it.key).kind == "spo":
+            from models.mc_values import mc_values
+
+            values, continuations, mc = mc_values(cfg, problems, rows, it.prev_policy, sampler,
+                                                  seed=seed)
+            stats.update(mc)
+    # The side tables first: samples.parquet, written last, marks the stage complete.
+    write_table(it.values, "values", values)
+    write_table(it.continuations, "continuations", continuations)
     write_table(it.samples, "samples", rows)
     total = sum(r["num_tokens"] for r in rows)
     stats = {"completions": len(rows), "tokens": total,

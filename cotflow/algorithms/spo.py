@@ -70,12 +70,18 @@ def chain_advantages(
     return raw, masked
 
 
-def spo_reward(correct: bool, finished: bool, answer_markers: int) -> float:
+def spo_reward(correct: bool, finished: bool, markers: int) -> float:
     """The SPO math reward: 1 correct, 0 wrong or unfinished (cut off, no answer), and −2
     for more than one final-answer marker in the text (the code's GSM8K `####` guard)."""
-    if answer_markers > 1:
+    if markers > 1:
         return -2.0
     return 1.0 if correct and finished else 0.0
+
+
+def answer_markers(text: str) -> int:
+    """Final-answer markers in a completion, for `spo_reward` (the paper's guard counts
+    GSM8K's `####`; the built-in task's marker is \\boxed{})."""
+    return text.count("\\boxed{") + text.count("####")
 
 
 def probability_mask(old_logprobs: torch.Tensor, mask: torch.Tensor,
@@ -112,6 +118,7 @@ def spo_loss(
     logprobs: torch.Tensor, old_logprobs: torch.Tensor, ref_logprobs: torch.Tensor,
     advantages: torch.Tensor, mask: torch.Tensor, *, rho: float = RHO, eps: float = 0.2,
     kl_coef: float = KL_COEF, tokens: float | None = None, sequences: float | None = None,
+    sample_probs: torch.Tensor | None = None,
 ) -> SpoLoss:
     """SPO's PPO loss under the probability mask M = response ∧ (p_old < ρ) (§2.3):
 
@@ -122,8 +129,11 @@ def spo_loss(
 
     `advantages` (B, T) are already whitened. `tokens`/`sequences` replace Σ M and B when
     (B, T) is one micro-batch of an optimizer step (then the skip is judged per micro-batch).
+    `sample_probs` (B, T), when given, are the probabilities the mask is taken from (the
+    sampling temperature's, as the cutpoints); else exp(old_logprobs).
     """
-    pmask = probability_mask(old_logprobs, mask, rho)
+    pmask = (probability_mask(old_logprobs, mask, rho) if sample_probs is None
+             else mask.bool() & (sample_probs < rho))
     log_ratio = apply_mask(logprobs - old_logprobs, pmask).clamp(
         -LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
     ratio = torch.exp(log_ratio)

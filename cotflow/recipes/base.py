@@ -96,6 +96,8 @@ class Inputs:
     max_new_tokens: int  # the sampling budget (Dr.GRPO's L_const, DAPO's L_max)
     dedup: bool  # train.dedup
     services: Services
+    values: dict[str, list] = field(default_factory=dict)  # the sample stage's MC values
+    segments: Any = None  # sample.segments: the settings those values were drawn with
 
 
 @dataclass(frozen=True)
@@ -104,9 +106,11 @@ class Recipe:
 
     `settings` is the pydantic section of a params.yaml `algorithms` entry of this kind;
     `plan` builds the iteration's training plan; `judge`, if set, is run by the judge stage
-    and returns (chosen, rejected) pairs of rollout positions."""
+    and returns (chosen, rejected) pairs of rollout positions; `values`: the plan reads the
+    sample stage's MC values (SPO)."""
 
     kind: str
     settings: type
     plan: Callable[[Any, Inputs], TrainingPlan]
     judge: Callable[[Any, list[Rollout], int], list[tuple[int, int]]] | None = None
+    values: bool = False
