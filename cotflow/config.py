@@ -128,6 +128,14 @@ class SegmentsConfig(Section):
     rho: Prob  # a token is low-probability (a cutpoint) when π_old(token) < rho
 
 
+class TreeConfig(Section):
+    """SPO-tree's sampled trees (specs/algorithms-b.md §2.4), drawn by the sample stage in
+    place of independent samples when the iteration's algorithm kind is spo-tree."""
+
+    branching: Annotated[list[PosInt], Field(min_length=1)]  # children per node, by depth
+    segment_tokens: PosInt  # M: new tokens of an inner node; the last level runs to the end
+
+
 class SampleConfig(Section):
     backend: Literal["hf", "openai", "vllm"]
     temperature: PosFloat
@@ -138,6 +146,7 @@ class SampleConfig(Section):
     # groups with mixed rewards as prompts were allocated; 0: off.
     dynamic_sampling_rounds: NonNegInt
     segments: SegmentsConfig
+    tree: TreeConfig
 
 
 class VerifyConfig(Section):

@@ -3,7 +3,7 @@
     artifacts/base/      train.parquet test.parquet policy/ metrics.json curve.json
                          evaluation.parquet
     artifacts/iter-001/  allocation.parquet budget.parquet samples.parquet values.parquet
-                         continuations.parquet verdicts.parquet
+                         continuations.parquet tree.parquet verdicts.parquet
                          critiques.parquet judgements.parquet policy/ metrics.json
                          evaluation.parquet stats/<stage>.json curve.json accuracy.png
                          timing/<stage>.json (untracked)
@@ -49,6 +49,11 @@ class IterationLayout:
     def continuations(self) -> Path:
         """The MC continuations behind `values` (empty unless SPO)."""
         return self.dir / "continuations.parquet"
+
+    @property
+    def tree(self) -> Path:
+        """SPO-tree's sampled trees, whose leaves are samples.parquet (empty otherwise)."""
+        return self.dir / "tree.parquet"
 
     @property
     def prev_samples(self) -> Path:

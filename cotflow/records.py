@@ -53,6 +53,12 @@ SCHEMAS: dict[str, dict[str, pa.DataType]] = {
         "completion_ids": pa.list_(pa.int64()), "finished": pa.bool_(),
         "reward": pa.float64(),
     },
+    # SPO-tree: one row per node of each prompt's tree (the root, the prompt, has none).
+    # `parent` is -1 under the root; a leaf's full text is samples.parquet's row `leaf`.
+    "tree": {
+        "prompt_id": pa.string(), "node": pa.int64(), "parent": pa.int64(),
+        "depth": pa.int64(), "token_ids": pa.list_(pa.int64()), "leaf": pa.int64(),
+    },
     "verdicts": {
         "prompt_id": pa.string(), "sample_idx": pa.int64(), "verdict": pa.string(),
         "reward": pa.float64(), "extracted": pa.string(),

@@ -82,12 +82,13 @@ def run(cfg: PipelineConfig, layout: Layout,
     recipe = recipe_for(algo.kind)
     # Only a recipe that judges reads the judge stage's pairs.
     judgements = read_table(it.judgements, "judgements") if recipe.judge else {}
-    values = read_table(it.values, "values") if recipe.values else {}
+    side = {"values": it.values, "tree": it.tree}
+    tables = {name: read_table(side[name], name) for name in recipe.reads}
     services = StageServices(cfg, model, pad_id, max_len)
     plan = recipe.plan(algo, Inputs(
         rollouts=rows, judgements=judgements,
         max_new_tokens=cfg.sample.max_new_tokens, dedup=t.dedup, services=services,
-        values=values, segments=cfg.sample.segments))
+        tables=tables, segments=cfg.sample.segments))
     stats = {"algorithm": cfg.iterations[it.key].algorithm, "kind": algo.kind, **plan.stats,
              "examples": len(plan.examples)}
     result: dict[str, Any] = {}
@@ -136,6 +137,7 @@ def _checkpointer(cfg: PipelineConfig, layout: Layout, it: IterationLayout):
 
     config = {"train": cfg.train.model_dump(), "seed": cfg.seed, "threads": cfg.threads,
               "segments": cfg.sample.segments.model_dump(),
+              "tree": cfg.sample.tree.model_dump(),
               "context": cfg.model.max_position_embeddings, "key": it.key,
               "iteration": cfg.iterations[it.key].model_dump(),
               "algorithm": cfg.algorithm(it.key).model_dump()}
@@ -143,7 +145,7 @@ def _checkpointer(cfg: PipelineConfig, layout: Layout, it: IterationLayout):
     code = [__file__, models.torch_trainer.__file__, root / "models" / "steps.py",
             root / "cotflow" / "rollouts.py", root / "cotflow" / "recipes",
             root / "cotflow" / "algorithms"]
-    inputs = [it.samples, it.values, it.verdicts, it.judgements, it.prev_policy,
+    inputs = [it.samples, it.values, it.tree, it.verdicts, it.judgements, it.prev_policy,
               layout.base_policy]
     return Checkpointer.for_stage(it.dir, "train", cfg.train.checkpoint_every,
                                   fingerprint(config, [p for p in inputs if Path(p).exists()]

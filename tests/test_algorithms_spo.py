@@ -164,3 +164,46 @@ def test_replay_buffer_keeps_eight_iterations_and_draws_at_most_k_per_question()
     second = buf.draw(10, rng)["q"]
     assert second == sorted({"a", "b", "c"} - set(first))
     assert buf.draw(11, rng) == {}
+
+
+def test_spo_tree_recipe_on_the_spec_tree():
+    """The tree of §2.8 as tree.parquet rows and graded leaves: six edge examples, their
+    contexts the parent's full text, A on every token."""
+    from cotflow.recipes.base import Inputs
+    from cotflow.recipes.spo_tree import Settings, plan
+    from cotflow.rollouts import Rollout
+
+    table = {"prompt_id": [], "node": [], "parent": [], "depth": [], "token_ids": [],
+             "leaf": []}
+    rollouts, leaf = [], 0
+    for c, rewards in enumerate([[1, 0, 1], [1, 1, 1], [0, 0, 0]]):
+        for col, v in zip(table, ["q", c, -1, 0, [10 + c, 11 + c], -1], strict=True):
+            table[col].append(v)
+        for j, r in enumerate(rewards):
+            node = 3 + 3 * c + j
+            for col, v in zip(table, ["q", node, c, 1, [20 + node], leaf], strict=True):
+                table[col].append(v)
+            rollouts.append(Rollout("q", leaf, "p", f"\\boxed{{{r}}}", (1, 2), (20 + node, 2),
+                                    True, float(r), str(r)))
+            leaf += 1
+    settings = Settings(kind="spo-tree", clip_eps=0.2, kl_coef=1e-4, reference="base",
+                        whiten=True, max_edges_per_question=32)
+
+    class Seg:
+        rho = 0.9
+
+    out = plan(settings, Inputs(rollouts, {}, 48, True, None, tables={"tree": table},
+                                segments=Seg()))
+    assert len(out.examples) == 6 and out.stats["edges_nonzero"] == 6
+    by_segment = {ex.completion_ids: ex for ex in out.examples}
+    _close([by_segment[(10, 11)].extras["spo_advantages"][0],
+            by_segment[(11, 12)].extras["spo_advantages"][0],
+            by_segment[(12, 13)].extras["spo_advantages"][0]], [1 / 9, 4 / 9, -5 / 9])
+    assert by_segment[(10, 11)].extras["spo_advantages"] == [pytest.approx(1 / 9)] * 2
+    # Depth-2 edges under c1: the prompt then c1's segment as context.
+    under_c1 = [ex for ex in out.examples if ex.prompt_ids == (1, 2, 10, 11)]
+    _close([ex.extras["spo_advantages"][0] for ex in under_c1], [1 / 3, -2 / 3, 1 / 3])
+    settings_2 = settings.model_copy(update={"max_edges_per_question": 2})
+    capped = plan(settings_2, Inputs(rollouts, {}, 48, True, None, tables={"tree": table},
+                                     segments=Seg()))
+    assert len(capped.examples) == 2

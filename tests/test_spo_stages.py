@@ -8,6 +8,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
+import yaml
 from safetensors.torch import load_file
 
 from cotflow.algorithms.spo import segment_boundaries
@@ -108,3 +109,42 @@ def test_missing_values_are_named(ws):
     write_table(it.values, "values", [])
     with pytest.raises(ValueError, match="no MC values for sample"):
         run_stage("train", "1", ws, ws / "params.yaml")
+
+
+def test_spo_tree_samples_trees_and_trains_on_their_edges(ws):
+    from cotflow.algorithms.spo import nodes_per_tree
+
+    raw = yaml.safe_load((ws / "params.yaml").read_text())
+    raw["iterations"] = {"001": {"algorithm": "spo-tree", "prev": "base", "overrides": {
+        "allocate": {"prompts_per_iteration": 3, "n": 1}}}}
+    (ws / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    run_stage("allocate", "1", ws, ws / "params.yaml")
+    stats = run_stage("sample", "1", ws, ws / "params.yaml")
+    cfg = load_params(ws / "params.yaml")
+    it = iteration_layout(cfg, ws, "001")
+    tree = rows_of(read_table(it.tree, "tree"))
+    samples = rows_of(read_table(it.samples, "samples"))
+    assert stats["trees"] == 3 and stats["tree_nodes"] == len(tree)
+    assert len(tree) <= 3 * nodes_per_tree(cfg.sample.tree.branching)
+    assert stats["mc_samples"] == sum(n["leaf"] < 0 for n in tree)
+    node = {(n["prompt_id"], n["node"]): n for n in tree}
+    leaves = {(n["prompt_id"], n["leaf"]): n for n in tree if n["leaf"] >= 0}
+    assert sorted(leaves) == sorted((s["prompt_id"], s["sample_idx"]) for s in samples)
+    for s in samples:
+        # A leaf's completion is its ancestors' segments and its own, in order.
+        n, ids = leaves[(s["prompt_id"], s["sample_idx"])], []
+        while True:
+            ids = list(n["token_ids"]) + ids
+            assert n["depth"] < len(cfg.sample.tree.branching)
+            if n["parent"] < 0:
+                break
+            n = node[(s["prompt_id"], n["parent"])]
+        assert ids == s["completion_ids"]
+    inner = [n for n in tree if n["leaf"] < 0]
+    assert all(len(n["token_ids"]) == cfg.sample.tree.segment_tokens for n in inner)
+    run_stage("verify", "1", ws, ws / "params.yaml")
+    for stage in ("critique", "judge"):
+        run_stage(stage, "1", ws, ws / "params.yaml")
+    trained = run_stage("train", "1", ws, ws / "params.yaml")
+    assert trained["kind"] == "spo-tree" and trained["trees"] == 3
+    assert trained["edges_trained"] <= 3 * 32

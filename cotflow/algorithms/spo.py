@@ -164,6 +164,15 @@ class TreeNode:
     children: list[TreeNode] = field(default_factory=list)
 
 
+def nodes_per_tree(branching: Sequence[int]) -> int:
+    """Nodes of a full tree, the root aside: 6 + 36 + 216 = 258 for 6-6-6 (§2.4)."""
+    total, width = 0, 1
+    for b in branching:
+        width *= b
+        total += width
+    return total
+
+
 def tree_value(node: TreeNode) -> float:
     """V(leaf) = R(leaf); V(n) = mean of the children's values. The code's rule: the mean
     over children, not over descendant leaves, so an early-finished child weighs as much as

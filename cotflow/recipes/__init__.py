@@ -7,6 +7,7 @@ become training examples and which objective trains them.
     nft       nft.py             negative-aware fine-tuning
     dpo       dpo.py             DPO on the judge stage's pairs
     spo       spo.py             SPO-chain: segment advantages from the sample stage's MC values
+    spo-tree  spo_tree.py        SPO-tree: one example per edge of the sample stage's trees
 
 A params.yaml `algorithms` entry names its `kind`; the recipe's `Settings` validate it
 (cotflow/algorithm_config.py builds the union from this registry). Adding a kind is a
@@ -28,11 +29,12 @@ reads what it needs (advantages, extras, old and reference log-probs, the step's
 
 from __future__ import annotations
 
-from cotflow.recipes import dpo, grpo, nft, raft, raft_plus_plus, spo
+from cotflow.recipes import dpo, grpo, nft, raft, raft_plus_plus, spo, spo_tree
 from cotflow.recipes.base import Recipe
 
 RECIPES: dict[str, Recipe] = {r.kind: r for r in (
-    raft.RECIPE, raft_plus_plus.RECIPE, grpo.RECIPE, nft.RECIPE, dpo.RECIPE, spo.RECIPE)}
+    raft.RECIPE, raft_plus_plus.RECIPE, grpo.RECIPE, nft.RECIPE, dpo.RECIPE, spo.RECIPE,
+    spo_tree.RECIPE)}
 
 
 def recipe_for(kind: str) -> Recipe:

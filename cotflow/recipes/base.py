@@ -96,8 +96,10 @@ class Inputs:
     max_new_tokens: int  # the sampling budget (Dr.GRPO's L_const, DAPO's L_max)
     dedup: bool  # train.dedup
     services: Services
-    values: dict[str, list] = field(default_factory=dict)  # the sample stage's MC values
-    segments: Any = None  # sample.segments: the settings those values were drawn with
+    # The sample stage's side tables a recipe `reads` ("values": SPO-chain's MC values,
+    # "tree": SPO-tree's trees), by name; and sample.segments, SPO's ρ and interval.
+    tables: dict[str, dict[str, list]] = field(default_factory=dict)
+    segments: Any = None
 
 
 @dataclass(frozen=True)
@@ -106,11 +108,11 @@ class Recipe:
 
     `settings` is the pydantic section of a params.yaml `algorithms` entry of this kind;
     `plan` builds the iteration's training plan; `judge`, if set, is run by the judge stage
-    and returns (chosen, rejected) pairs of rollout positions; `values`: the plan reads the
-    sample stage's MC values (SPO)."""
+    and returns (chosen, rejected) pairs of rollout positions; `reads` names side tables of
+    the sample stage the plan reads (Inputs.tables)."""
 
     kind: str
     settings: type
     plan: Callable[[Any, Inputs], TrainingPlan]
     judge: Callable[[Any, list[Rollout], int], list[tuple[int, int]]] | None = None
-    values: bool = False
+    reads: tuple[str, ...] = ()

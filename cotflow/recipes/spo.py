@@ -37,7 +37,11 @@ def objective(s: Settings, rho: float):
     from cotflow.recipes.terms import metrics, need
 
     def spo_objective(tb):
-        probs = tb.extras["sample_probs"]
+        # The sampling-time probabilities where the plan has them (SPO-chain's cutpoints);
+        # else the stage-start policy's (SPO-tree's edges, which may be replayed).
+        probs = tb.extras.get("sample_probs")
+        if probs is None:
+            probs = need(tb.old_logprobs, "old").exp()
         pmask = tb.mask.bool() & (probs < rho)
         adv = tb.extras["spo_advantages"]
         if s.whiten and int(pmask.sum()) >= 2:
@@ -61,7 +65,7 @@ def plan(s: Settings, inputs: Inputs) -> TrainingPlan:
     seg = inputs.segments
     if seg is None:
         raise ValueError("spo needs sample.segments (the MC values' settings)")
-    table = inputs.values
+    table = inputs.tables.get("values", {})
     at = {(pid, idx): i for i, (pid, idx) in enumerate(
         zip(table.get("prompt_id", []), table.get("sample_idx", []), strict=True))}
     examples, low, tokens, segments = [], 0, 0, 0
@@ -88,4 +92,4 @@ def plan(s: Settings, inputs: Inputs) -> TrainingPlan:
                         reference=s.reference if s.kl_coef else None, stats=stats)
 
 
-RECIPE = Recipe("spo", Settings, plan, values=True)
+RECIPE = Recipe("spo", Settings, plan, reads=("values",))
