@@ -65,7 +65,7 @@ ARMS: dict[str, Arm] = {
     "raft++": Arm("raft++"), "gvm-raft": Arm("gvm-raft"), "gvm-raft-8x": Arm("gvm-raft", 8),
     "grpo": Arm("grpo"), "gvm-grpo": Arm("gvm-grpo"), "gvm-grpo-8x": Arm("gvm-grpo", 8),
     "dr-grpo": Arm("dr-grpo"), "seed-grpo": Arm("seed-grpo"), "nft": Arm("nft"),
-    "spo-chain": Arm("spo-chain"),
+    "spo-chain": Arm("spo-chain"), "spo-tree": Arm("spo-tree"),
 }
 
 
@@ -104,6 +104,8 @@ CLAIMS: tuple[Claim, ...] = (
     # curves report prints both arms' samples; speedup rows would compare them).
     Claim("SPO-chain beats GRPO (same prompts per iteration)", "difference", "spo-chain",
           "grpo", 12.1, "SPO §2.6, RhoMath-1.1B GSM8K: 56.7 vs 44.6"),
+    Claim("SPO-tree beats GRPO (equal samples per iteration)", "difference", "spo-tree",
+          "grpo", 11.8, "SPO §2.6, RhoMath-1.1B GSM8K: 56.4 vs 44.6"),
 )
 
 
