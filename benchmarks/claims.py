@@ -83,6 +83,7 @@ ARMS: dict[str, Arm] = {
     # default, iterative RPO) and without it (plain sigmoid DPO).
     "veripo": Arm("veripo"), "veripo-plain": Arm("veripo", sets=("algorithms.veripo.nll_coef=0",)),
     "dpo": Arm("dpo"), "dpo-plain": Arm("dpo", sets=("algorithms.dpo.nll_coef=0",)),
+    "spo-chain": Arm("spo-chain"), "spo-tree": Arm("spo-tree"),
 }
 # Refinement-format examples in the shared warm start when any arm refines (every arm then
 # starts from it, so the comparison is at one warm start).
@@ -144,6 +145,12 @@ CLAIMS: tuple[Claim, ...] = (
           "iterative RPO (arXiv 2404.19733); issue 14"),
     Claim("  plain DPO, same start", "from-start", "dpo-plain", "dpo-plain", 0.0,
           "issue 14: 70.5 -> 56.8 -> 46.2 % here"),
+    # Per iteration, not at equal samples: SPO's MC continuations are extra samples (the
+    # curves report prints both arms' samples; speedup rows would compare them).
+    Claim("SPO-chain beats GRPO (same prompts per iteration)", "difference", "spo-chain",
+          "grpo", 12.1, "SPO §2.6, RhoMath-1.1B GSM8K: 56.7 vs 44.6"),
+    Claim("SPO-tree beats GRPO (equal samples per iteration)", "difference", "spo-tree",
+          "grpo", 11.8, "SPO §2.6, RhoMath-1.1B GSM8K: 56.4 vs 44.6"),
 )
 NO_DROP = ("dpo-steps", "from-start")
 

@@ -51,7 +51,9 @@ def curve_of(root: Path, metric: str = "accuracy") -> list[tuple[int, float]]:
     for key in params["iterations"]:
         folder = root / f"artifacts/iter-{key}"
         spent += read_json(folder / "stats/allocate.json").get("probe_samples", 0)
-        spent += read_json(folder / "stats/sample.json")["completions"]
+        sampled = read_json(folder / "stats/sample.json")
+        # SPO's MC continuations are samples too (the sample stage's mc_samples).
+        spent += sampled["completions"] + sampled.get("mc_samples", 0)
         # Critique-GRPO's refinements (and self-critiques) are policy samples too.
         critique = folder / "stats/critique.json"
         spent += read_json(critique).get("policy_samples", 0) if critique.is_file() else 0

@@ -121,6 +121,23 @@ class AllocateConfig(Section):
         return self
 
 
+class SegmentsConfig(Section):
+    """SPO-chain's Monte Carlo values (specs/algorithms-b.md §2.3), drawn by the sample
+    stage when the iteration's algorithm kind is spo."""
+
+    rollouts: PosInt  # N continuations from the state before each segment boundary
+    interval: PosInt  # m: every m-th low-probability token starts a segment
+    rho: Prob  # a token is low-probability (a cutpoint) when π_old(token) < rho
+
+
+class TreeConfig(Section):
+    """SPO-tree's sampled trees (specs/algorithms-b.md §2.4), drawn by the sample stage in
+    place of independent samples when the iteration's algorithm kind is spo-tree."""
+
+    branching: Annotated[list[PosInt], Field(min_length=1)]  # children per node, by depth
+    segment_tokens: PosInt  # M: new tokens of an inner node; the last level runs to the end
+
+
 class SampleConfig(Section):
     backend: Literal["hf", "openai", "vllm"]
     temperature: PosFloat
@@ -130,6 +147,8 @@ class SampleConfig(Section):
     # DAPO dynamic sampling: up to this many extra rounds on fresh prompts until as many
     # groups with mixed rewards as prompts were allocated; 0: off.
     dynamic_sampling_rounds: NonNegInt
+    segments: SegmentsConfig
+    tree: TreeConfig
 
 
 class VerifyConfig(Section):

@@ -3,7 +3,8 @@
     artifacts/base/      train.parquet test.parquet policy/ metrics.json curve.json
                          evaluation.parquet samples.parquet verdicts.parquet flags.parquet
                          (the last three empty: iterations may read their prev folder's)
-    artifacts/iter-001/  allocation.parquet budget.parquet samples.parquet verdicts.parquet
+    artifacts/iter-001/  allocation.parquet budget.parquet samples.parquet values.parquet
+                         continuations.parquet tree.parquet verdicts.parquet
                          critiques.parquet judgements.parquet flags.parquet policy/
                          metrics.json train_steps.json
                          evaluation.parquet stats/<stage>.json curve.json accuracy.png
@@ -40,6 +41,21 @@ class IterationLayout:
     @property
     def samples(self) -> Path:
         return self.dir / "samples.parquet"
+
+    @property
+    def values(self) -> Path:
+        """SPO-chain's segment boundaries and MC values per sample (empty otherwise)."""
+        return self.dir / "values.parquet"
+
+    @property
+    def continuations(self) -> Path:
+        """The MC continuations behind `values` (empty unless SPO)."""
+        return self.dir / "continuations.parquet"
+
+    @property
+    def tree(self) -> Path:
+        """SPO-tree's sampled trees, whose leaves are samples.parquet (empty otherwise)."""
+        return self.dir / "tree.parquet"
 
     @property
     def prev_samples(self) -> Path:

@@ -33,6 +33,12 @@ PAPER_STEPS = {"raft++": 4, "grpo": 4, "dr-grpo": 1, "seed-grpo": 1, "dapo": 16,
 # Algorithms whose every sampled response also draws a refinement (Critique-GRPO): the
 # budget pays for both, so they sample half the prompts of the others (equal samples).
 REFINES = frozenset({"critique-grpo"})
+# SPO-chain (rho-1.1B GSM8K): 512 episodes per iteration in optimizer steps of 64, two
+# epochs: 8 steps a pass (specs/algorithms-b.md §2.5). Whitening is per mini-batch there, so
+# the preset's micro-batch is its mini-batch.
+SPO_STEPS, SPO_EPOCHS = 8, 2
+# SPO-tree: 128 edges per optimizer step, one pass over 512 (§2.5): 4 steps per iteration.
+SPO_TREE_STEPS = 4
 # VerIPO's DPO stage: a global batch of 32 pairs, one pass (specs/algorithms-b.md §4.2).
 DPO_PAIRS_PER_STEP = 32
 # Learning rates of the presets at these steps, with params.yaml's 10-step warmup of each
@@ -44,6 +50,9 @@ LR: dict[str, float] = {
     "raft++": 1.0e-4, "grpo": 1.0e-4, "dr-grpo": 1.0e-4, "seed-grpo": 1.0e-4, "dapo": 3.0e-5,
     "nft": 3.0e-5, "dpo": 1.0e-5,
     "critique-grpo": 1.0e-4,  # GRPO's, not measured for Critique-GRPO
+    # Not measured for spo: sixteen steps per rollout batch, as dapo and nft (the paper's
+    # 1e-6 is for a 1.1B model).
+    "spo": 3.0e-5, "spo-tree": 1.0e-4,  # spo-tree: 4 steps, as grpo's (not measured)
 }
 # preset -> (algorithms entry, G = 8 per prompt, extra overrides)
 PRESETS: dict[str, tuple[str, bool, dict[str, dict[str, Any]]]] = {
@@ -59,6 +68,12 @@ PRESETS: dict[str, tuple[str, bool, dict[str, dict[str, Any]]]] = {
     "nft": ("nft", True, {"sample": {"dynamic_sampling_rounds": 2},
                           "train": {"weight_decay": 0.1}}),
     "dpo": ("dpo", True, {}),
+    # SPO-chain: the sample stage adds N MC continuations per segment boundary, counted
+    # in its stats as mc_samples; compare arms on the samples axis, which counts them.
+    "spo-chain": ("spo", True, {}),
+    # SPO-tree: one tree per prompt (sample.tree) instead of 8 samples; as many prompts as
+    # full trees fit the budget (8192 samples: 31 trees of 6-6-6, the paper's 16-32).
+    "spo-tree": ("spo-tree", False, {}),
     # GVM (specs/algorithms-a.md §1): the same budget, spent per prompt where it lowers the
     # gradient's variance most, after a probe of allocate.gvm.probe_n samples per prompt.
     "gvm-raft": ("raft++", True, {"allocate": {"method": "gvm"}}),
@@ -89,6 +104,10 @@ def regime(algorithm: str, budget: int) -> dict[str, Any]:
     Dr.GRPO's single step at 1e-4 to 36.8 % (benchmarks/algorithms.py, one seed)."""
     if algorithm == "dpo":
         return {"epochs": 1, "mini_batch_size": DPO_PAIRS_PER_STEP, "lr": LR["dpo"]}
+    if algorithm == "spo":
+        mini = math.ceil(budget / SPO_STEPS)
+        return {"epochs": SPO_EPOCHS, "mini_batch_size": mini, "micro_batch_size": mini,
+                "lr": LR["spo"]}
     steps = PAPER_STEPS[algorithm]
     return {"epochs": 1, "mini_batch_size": math.ceil(budget / steps), "lr": LR[algorithm]}
 
@@ -114,12 +133,32 @@ def iterations_for(cfg: PipelineConfig, names: list[str]) -> dict[str, dict[str,
                                      "prompts_per_iteration": prompts, "n": GROUP_SIZE}
             overrides["train"] = {**overrides.get("train", {}),
                                   **regime(algorithm, prompts * GROUP_SIZE)}
+        if algorithm == "spo-tree":
+            overrides = _tree_overrides(cfg, budget)
         entry: dict[str, Any] = {"algorithm": algorithm,
                                  "prev": "base" if i == 0 else f"iter-{i:03d}"}
         if overrides:
             entry["overrides"] = overrides
         out[f"{i + 1:03d}"] = entry
     return out
+
+
+def _tree_overrides(cfg: PipelineConfig, budget: int) -> dict[str, dict[str, Any]]:
+    """spo-tree: one tree per prompt, as many as full trees fit the budget; its edges (at
+    most max_edges_per_question per tree) trained in SPO_TREE_STEPS steps."""
+    from cotflow.algorithms.spo import nodes_per_tree
+
+    trees = budget // nodes_per_tree(cfg.sample.tree.branching)
+    if trees < 1:
+        raise ConfigError(f"preset spo-tree: a sample budget of {budget} is below one tree of "
+                          f"{nodes_per_tree(cfg.sample.tree.branching)} nodes (sample.tree)")
+    entry = cfg.algorithms.get("spo-tree")
+    if entry is None:
+        raise ConfigError("preset spo-tree: params.yaml has no `algorithms: spo-tree` entry")
+    mini = math.ceil(trees * entry.max_edges_per_question / SPO_TREE_STEPS)
+    return {"allocate": {"prompts_per_iteration": trees, "n": 1},
+            "train": {"epochs": 1, "mini_batch_size": mini, "micro_batch_size": mini,
+                      "lr": LR["spo-tree"]}}
 
 
 def render_iterations(iterations: dict[str, dict[str, Any]]) -> str:

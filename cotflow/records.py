@@ -40,6 +40,25 @@ SCHEMAS: dict[str, dict[str, pa.DataType]] = {
         # The ids as sampled: what the policy read (no padding) and wrote (<eos> iff finished).
         "prompt_ids": pa.list_(pa.int64()), "completion_ids": pa.list_(pa.int64()),
     },
+    # SPO-chain, per sampled response: π_old of each token at the sampling temperature, the
+    # segment boundaries (token positions) and the MC value of the state before each.
+    "values": {
+        "prompt_id": pa.string(), "sample_idx": pa.int64(), "probs": pa.list_(pa.float64()),
+        "boundaries": pa.list_(pa.int64()), "values": pa.list_(pa.float64()),
+    },
+    # The MC continuations behind those values: one row per continuation of a state (the
+    # prompt plus the first `prefix_tokens` tokens of a response), deduplicated by state.
+    "continuations": {
+        "prompt_id": pa.string(), "sample_idx": pa.int64(), "prefix_tokens": pa.int64(),
+        "completion_ids": pa.list_(pa.int64()), "finished": pa.bool_(),
+        "reward": pa.float64(),
+    },
+    # SPO-tree: one row per node of each prompt's tree (the root, the prompt, has none).
+    # `parent` is -1 under the root; a leaf's full text is samples.parquet's row `leaf`.
+    "tree": {
+        "prompt_id": pa.string(), "node": pa.int64(), "parent": pa.int64(),
+        "depth": pa.int64(), "token_ids": pa.list_(pa.int64()), "leaf": pa.int64(),
+    },
     "verdicts": {
         "prompt_id": pa.string(), "sample_idx": pa.int64(), "verdict": pa.string(),
         "reward": pa.float64(), "extracted": pa.string(),

@@ -1,4 +1,7 @@
-"""In-process sampling with transformers' `generate` (KV cache, batched, seeded)."""
+"""In-process sampling with transformers' `generate` (KV cache, batched, seeded).
+
+A prompt is text, or token ids read as they are (a prompt plus a partial completion, for
+continuations: SPO's Monte Carlo values); the ids are padded like tokenized text."""
 
 from __future__ import annotations
 
@@ -32,18 +35,23 @@ class HFSampler:
 
     @torch.inference_mode()
     def generate(
-        self, prompts: Sequence[str], *, max_new_tokens: int, temperature: float,
+        self, prompts: Sequence[str] | Sequence[Sequence[int]], *, max_new_tokens: int,
+        temperature: float,
         top_p: float, seed: int, greedy: bool = False,
     ) -> list[Completion]:
         from tqdm import tqdm
 
         tok = self.tokenizer
+        if len({isinstance(p, str) for p in prompts}) > 1:
+            raise ValueError("prompts mix text and token ids: give one kind per call")
         torch.manual_seed(seed)
         out: list[Completion] = []
         starts = range(0, len(prompts), self.batch_size)
         for start in tqdm(starts, desc="generate", unit="batch", mininterval=5, leave=False):
             batch = list(prompts[start : start + self.batch_size])
-            enc = tok(batch, return_tensors="pt", padding=True).to(self.device)
+            enc = (tok(batch, return_tensors="pt", padding=True) if isinstance(batch[0], str)
+                   else tok.pad({"input_ids": [list(ids) for ids in batch]},
+                                return_tensors="pt")).to(self.device)
             t0 = time.perf_counter()
             kwargs = {"do_sample": False} if greedy else {
                 "do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0}

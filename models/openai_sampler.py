@@ -42,10 +42,15 @@ def request_seed(seed: int, run: int, copy: int) -> int:
     return random.Random(f"{seed}:{run}:{copy}").randrange(2**31)
 
 
-def prompt_runs(prompts: Sequence[str]) -> list[tuple[int, str, int]]:
-    """(start index, prompt, count) for each run of consecutive identical prompts."""
-    runs: list[tuple[int, str, int]] = []
+Prompt = str | tuple[int, ...]
+
+
+def prompt_runs(prompts: Sequence[str] | Sequence[Sequence[int]]) -> list[tuple[int, Prompt, int]]:
+    """(start index, prompt, count) for each run of consecutive identical prompts; token-id
+    prompts come back as tuples."""
+    runs: list[tuple[int, Prompt, int]] = []
     for i, p in enumerate(prompts):
+        p = p if isinstance(p, str) else tuple(p)
         if runs and runs[-1][1] == p and runs[-1][0] + runs[-1][2] == i:
             start, _, count = runs[-1]
             runs[-1] = (start, p, count + 1)
@@ -77,6 +82,8 @@ class OpenAISampler:
         self.ask_ids = "return_token_ids" not in self.extra_body
         self._client = httpx.Client(timeout=serving.timeout_s,
                                     limits=httpx.Limits(max_connections=serving.concurrency))
+        # Token-id prompts go as arrays of ids until the server refuses one; then as text.
+        self.ids_prompts = True
         self._tokenizer = None
         self._lock = threading.Lock()
         self._tokens = 0
@@ -91,9 +98,11 @@ class OpenAISampler:
         self._client.close()
 
     def generate(
-        self, prompts: Sequence[str], *, max_new_tokens: int, temperature: float,
-        top_p: float, seed: int, greedy: bool = False,
+        self, prompts: Sequence[str] | Sequence[Sequence[int]], *, max_new_tokens: int,
+        temperature: float, top_p: float, seed: int, greedy: bool = False,
     ) -> list[Completion]:
+        """Text prompts, or token-id prompts (the completions API's array-of-ids `prompt`,
+        which vLLM reads as ids without re-tokenising: SPO's continuations)."""
         t0 = time.perf_counter()
         params = {"max_tokens": max_new_tokens, "temperature": 0.0 if greedy else temperature,
                   "top_p": 1.0 if greedy else top_p}
@@ -143,11 +152,23 @@ class OpenAISampler:
     def _fill(self, job, runs, params, seed, out, probing: bool = False) -> int:
         r, copy, n = job
         start, prompt, _ = runs[r]
-        body = {**self.extra_body, "model": self.model, "prompt": prompt, **params,
-                "seed": request_seed(seed, r, copy)}
+        body = {**self.extra_body, "model": self.model, "prompt": self._prompt(prompt),
+                **params, "seed": request_seed(seed, r, copy)}
         if n > 1:
             body["n"] = n
-        answer = self._post_asking_ids(body)
+        try:
+            answer = self._post_asking_ids(body)
+        except SamplerError as err:
+            # A server that takes text only (`transformers serve`: "prompt must be a
+            # string") gets the ids decoded, from then on.
+            if isinstance(body["prompt"], str) or "HTTP 4" not in str(err) or (
+                    "prompt" not in str(err)):
+                raise
+            log.info("server refused a token-id prompt (%s): sending decoded text",
+                     str(err)[:200])
+            self.ids_prompts = False
+            body["prompt"] = self._prompt(prompt)
+            answer = self._post_asking_ids(body)
         choices = answer.get("choices")
         if not isinstance(choices, list) or not choices:
             raise SamplerError(f"{self.url}: answer without choices: {str(answer)[:300]}")
@@ -168,7 +189,9 @@ class OpenAISampler:
             prompt_ids = self._ids(ch, "prompt_token_ids") or self._ids(answer,
                                                                         "prompt_token_ids")
             if prompt_ids is None:
-                prompt_ids = self._encode(prompt, special=True)
+                sent = body["prompt"]
+                prompt_ids = (self._encode(sent, special=True) if isinstance(sent, str)
+                              else list(sent))
             out[start + copy + k] = Completion(text=text, token_ids=ids, prompt_ids=prompt_ids,
                                                finished=finished)
             tokens += len(ids)
@@ -201,14 +224,29 @@ class OpenAISampler:
             raise SamplerError(f"{self.url}: {key} is not a list of token ids: {str(ids)[:300]}")
         return ids
 
+    def _prompt(self, prompt: Prompt) -> str | list[int]:
+        """What a request's `prompt` holds: the text, or the ids while the server takes
+        them, else the ids decoded (specials dropped: the server adds its own <bos>; a
+        re-tokenisation of the text can differ from the ids for a BPE vocabulary)."""
+        if isinstance(prompt, str):
+            return prompt
+        if self.ids_prompts:
+            return list(prompt)
+        with self._lock:
+            self._load_tokenizer()
+            return self._tokenizer.decode(list(prompt), skip_special_tokens=True)
+
+    def _load_tokenizer(self) -> None:
+        if self._tokenizer is None:
+            from transformers import AutoTokenizer
+
+            self._tokenizer = AutoTokenizer.from_pretrained(str(self.policy))
+
     def _encode(self, text: str, *, special: bool) -> list[int]:
         """The policy tokenizer's ids of `text`; `special` adds what it adds to a prompt
         (<bos>). Under the lock: a fast tokenizer is not safe to share across threads."""
         with self._lock:
-            if self._tokenizer is None:
-                from transformers import AutoTokenizer
-
-                self._tokenizer = AutoTokenizer.from_pretrained(str(self.policy))
+            self._load_tokenizer()
             return list(self._tokenizer(text, add_special_tokens=special)["input_ids"])
 
     def _post(self, body: dict[str, Any]) -> dict[str, Any]:

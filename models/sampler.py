@@ -1,7 +1,8 @@
 """The sampling interface and its backends, chosen once by `sample.backend`.
 
 A backend turns a flat list of prompts into one completion each; callers repeat a prompt
-n times for n samples, so per-prompt budgets (GVM) need nothing special here.
+n times for n samples, so per-prompt budgets (GVM) need nothing special here. A prompt is
+text, or token ids (a prompt plus a partial completion: continuations, SPO's MC values).
 
     hf      in-process transformers `generate` (the CPU default)
     openai  any OpenAI-compatible completions server at `serving.url`
@@ -36,8 +37,8 @@ class Completion:
 
 class Sampler(Protocol):
     def generate(
-        self, prompts: Sequence[str], *, max_new_tokens: int, temperature: float,
-        top_p: float, seed: int, greedy: bool = False,
+        self, prompts: Sequence[str] | Sequence[Sequence[int]], *, max_new_tokens: int,
+        temperature: float, top_p: float, seed: int, greedy: bool = False,
     ) -> list[Completion]: ...
 
     @property

@@ -71,9 +71,12 @@ def collate(encoded: Sequence[tuple[list[int], int]], index: list[int], pad_id: 
     return Batch(input_ids, attention, response, [p for _, p in encoded], index)
 
 
-def batch_logprobs(model, batch: Batch) -> torch.Tensor:
-    """log π(token) of each next token: (B, L-1)."""
+def batch_logprobs(model, batch: Batch, temperature: float = 1.0) -> torch.Tensor:
+    """log π(token) of each next token: (B, L-1); of the policy sampled at `temperature`
+    (logits / T) when given."""
     logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+    if temperature != 1.0:
+        logits = logits / temperature
     return token_logprobs(logits[:, :-1], batch.input_ids[:, 1:])
 
 
@@ -210,16 +213,18 @@ def sft_steps(model, pad_id: int, examples: Sequence[Example], *, steps: int, ba
 
 @torch.no_grad()
 def stage_start_logprobs(model, pad_id: int, examples: Sequence[Example], *,
-                         micro_batch_size: int, max_len: int) -> list[torch.Tensor]:
+                         micro_batch_size: int, max_len: int,
+                         temperature: float = 1.0) -> list[torch.Tensor]:
     """log π of every next token (prompt and completion) under `model` as it is now (the
     stage-start policy, or a reference), per example: the old log-probs of the ratio ρ and
-    of KL terms."""
+    of KL terms (at a sampling `temperature`: SPO's cutpoint probabilities)."""
     model.train(False)
     encoded = [encode(ex, max_len) for ex in examples]
     out: list[torch.Tensor] = []
     for s in range(0, len(encoded), micro_batch_size):
         idx = list(range(s, min(s + micro_batch_size, len(encoded))))
-        logprobs = batch_logprobs(model, collate([encoded[i] for i in idx], idx, pad_id))
+        logprobs = batch_logprobs(model, collate([encoded[i] for i in idx], idx, pad_id),
+                                  temperature)
         out.extend(logprobs[row, : len(encoded[i][0]) - 1].clone() for row, i in enumerate(idx))
     return out
 

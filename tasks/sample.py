@@ -11,8 +11,16 @@ many extra rounds.
 Every sampled group is kept in the output, so the budget spent is on record; the train
 stage drops the uniform groups when its algorithm says so. The last round may overshoot.
 
-Output: samples.parquet (prompt_id, sample_idx, prompt, completion, num_tokens, finished,
-prompt_ids, completion_ids: the token ids as sampled).
+When the iteration's algorithm kind is spo, the stage also draws SPO-chain's Monte Carlo
+values (models/mc_values.py, `sample.segments`): per response, its token probabilities,
+segment boundaries and the value of the state before each, from N continuations each.
+
+When the kind is spo-tree, each allocated prompt gets one SPO-tree (models/trees.py,
+`sample.tree`) instead of n samples: its leaves are the samples, its structure tree.parquet.
+
+Outputs: samples.parquet (prompt_id, sample_idx, prompt, completion, num_tokens, finished,
+prompt_ids, completion_ids: the token ids as sampled); values.parquet and
+continuations.parquet (empty unless spo); tree.parquet (empty unless spo-tree).
 """
 
 from __future__ import annotations
@@ -42,10 +50,31 @@ def run(cfg: PipelineConfig, layout: Layout,
     # One sampler (for vllm: one server) for the stage, released when it ends.
     with make_sampler(s.backend, it.prev_policy, batch_size=s.batch_size, threads=cfg.threads,
                       serving=cfg.serving, seed=seed) as sampler:
-        rows, tokens_per_s = draw(cfg, problems, it.prev_policy, budget, seed=seed,
-                                  where=it.allocation, sampler=sampler)
-        if s.dynamic_sampling_rounds:
+        kind = cfg.algorithm(it.key).kind
+        values: list[dict[str, Any]] = []
+        continuations: list[dict[str, Any]] = []
+        tree: list[dict[str, Any]] = []
+        if kind == "spo-tree":  # one tree per allocated prompt, its leaves the samples
+            from models.trees import sample_trees
+
+            rows, tree, stats = sample_trees(cfg, problems, [pid for pid, _ in budget],
+                                             it.prev_policy, sampler, seed=seed)
+            tokens_per_s = sampler.tokens_per_s
+        else:
+            rows, tokens_per_s = draw(cfg, problems, it.prev_policy, budget, seed=seed,
+                                      where=it.allocation, sampler=sampler)
+        if s.dynamic_sampling_rounds and kind != "spo-tree":
             rows, stats = _refill(cfg, sampler, problems, it, budget, rows, seed)
+        if kind == "spo":
+            from models.mc_values import mc_values
+
+            values, continuations, mc = mc_values(cfg, problems, rows, it.prev_policy, sampler,
+                                                  seed=seed)
+            stats.update(mc)
+    # The side tables first: samples.parquet, written last, marks the stage complete.
+    write_table(it.values, "values", values)
+    write_table(it.continuations, "continuations", continuations)
+    write_table(it.tree, "tree", tree)
     write_table(it.samples, "samples", rows)
     total = sum(r["num_tokens"] for r in rows)
     stats = {"completions": len(rows), "tokens": total,

@@ -24,7 +24,7 @@ from cotflow.rollouts import Rollout, rollouts, selected_refinements
 log = logging.getLogger(__name__)
 REPORTED = ("loss", "grad_norm", "clip_fraction", "kl", "entropy", "optimizer_steps",
             "reward_accuracy", "margin", "chosen_logp", "rejected_logp", "chosen_logratio",
-            "rejected_logratio", "nll")
+            "rejected_logratio", "nll", "mean_ratio", "skipped")
 
 
 class StageServices:
@@ -87,10 +87,13 @@ def run(cfg: PipelineConfig, layout: Layout,
     # Only a recipe that judges reads the judge stage's pairs.
     judgements = (read_table(it.judgements, "judgements")
                   if recipe.judge or recipe.verifier else {})
+    side = {"values": it.values, "tree": it.tree}
+    tables = {name: read_table(side[name], name) for name in recipe.reads}
     services = StageServices(cfg, model, pad_id, max_len)
     plan = recipe.plan(algo, Inputs(
         rollouts=rows, judgements=judgements,
-        max_new_tokens=cfg.sample.max_new_tokens, dedup=t.dedup, services=services))
+        max_new_tokens=cfg.sample.max_new_tokens, dedup=t.dedup, services=services,
+        tables=tables, segments=cfg.sample.segments))
     stats = {"algorithm": cfg.iterations[it.key].algorithm, "kind": algo.kind, **plan.stats,
              "examples": len(plan.examples)}
     result: dict[str, Any] = {}
@@ -142,6 +145,8 @@ def _checkpointer(cfg: PipelineConfig, layout: Layout, it: IterationLayout):
     from models.checkpoint import Checkpointer, fingerprint
 
     config = {"train": cfg.train.model_dump(), "seed": cfg.seed, "threads": cfg.threads,
+              "segments": cfg.sample.segments.model_dump(),
+              "tree": cfg.sample.tree.model_dump(),
               "context": cfg.model.max_position_embeddings, "key": it.key,
               "iteration": cfg.iterations[it.key].model_dump(),
               "algorithm": cfg.algorithm(it.key).model_dump()}
@@ -149,8 +154,8 @@ def _checkpointer(cfg: PipelineConfig, layout: Layout, it: IterationLayout):
     code = [__file__, models.torch_trainer.__file__, root / "models" / "steps.py",
             root / "cotflow" / "rollouts.py", root / "cotflow" / "recipes",
             root / "cotflow" / "algorithms"]
-    inputs = [it.samples, it.verdicts, it.critiques, it.judgements, it.prev_policy,
-              layout.base_policy]
+    inputs = [it.samples, it.values, it.tree, it.verdicts, it.critiques, it.judgements,
+              it.prev_policy, layout.base_policy]
     return Checkpointer.for_stage(it.dir, "train", cfg.train.checkpoint_every,
                                   fingerprint(config, [p for p in inputs if Path(p).exists()]
                                               + code))

@@ -235,6 +235,38 @@ def test_veripo_loop_through_dvc_and_mlflow(tmp_path_factory):
     assert not {"prepare", "sample@001", "train@001", "judge@001"} & set(ran)
 
 
+def test_spo_iteration_through_dvc_and_mlflow(tmp_path_factory):
+    """An spo-chain iteration: the sample stage's MC values are DVC outputs that train
+    reads, their figures reach MLflow, and only SPO's sampling knobs resample."""
+    from mlflow.tracking import MlflowClient
+
+    raw = micro_params()
+    raw["iterations"] = {"001": {"algorithm": "spo", "prev": "base"}}
+    ws = make_workspace(tmp_path_factory.mktemp("spo"), raw)
+    env = _env(ws)
+    _dvc(ws, env, "repro")
+    assert json.loads(_dvc(ws, env, "status", "--json").stdout) == {}
+    outs = [p for p, _ in _lock_outs(ws)["sample@001"]]
+    assert {"artifacts/iter-001/values.parquet", "artifacts/iter-001/continuations.parquet"
+            } <= set(outs)
+    lock = yaml.safe_load((ws / "dvc.lock").read_text())["stages"]
+    assert "artifacts/iter-001/values.parquet" in [d["path"] for d in lock["train@001"]["deps"]]
+    client = MlflowClient(f"sqlite:///{ws / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("cotflow")
+    child = next(r for r in client.search_runs([exp.experiment_id])
+                 if r.data.tags.get("cotflow.iteration") == "001")
+    assert child.data.metrics["sample/mc_samples"] > 0
+    assert 0 < child.data.metrics["train/masked_token_share"] < 1
+
+    raw["algorithms"]["grpo"]["kl_coef"] = 0.5  # another entry: nothing reruns
+    (ws / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    assert _ran(_dvc(ws, env, "repro").stdout) == []
+    raw["sample"]["segments"]["rollouts"] = 2
+    (ws / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    ran = _ran(_dvc(ws, env, "repro").stdout)
+    assert {"sample@001", "train@001"} <= set(ran) and "prepare" not in ran
+
+
 def test_every_trained_parameter_changed(repro_ws):
     ws, _ = repro_ws
     base = load_file(ws / "artifacts/base/policy/model.safetensors")

@@ -113,6 +113,30 @@ def test_openai_and_vllm_backends_feed_verify_like_hf(ws, server):
     _set_params(ws, sample={"backend": "hf"})
 
 
+def test_continuations_from_token_ids_through_the_server(ws, server):
+    """SPO's continuations: a prompt given as token ids (the prompt plus a partial
+    completion) goes to the completions API as an array of ids; `transformers serve` takes
+    text only (HTTP 400), so it gets the ids decoded, and greedy decoding goes on exactly as
+    in-process."""
+    from models.hf_sampler import HFSampler
+
+    policy = ws / "artifacts" / "base" / "policy"
+    (full,) = HFSampler(policy, batch_size=1, threads=1).generate(
+        ["What is 2 plus 3?\n"], max_new_tokens=24, temperature=1.0, top_p=1.0, seed=0,
+        greedy=True)
+    prefix = full.prompt_ids + full.token_ids[:3]
+    sampler = OpenAISampler(policy, batch_size=1, threads=1, serving=_serving(concurrency=1),
+                            base_url=server)
+    try:
+        (cont,) = sampler.generate([prefix], max_new_tokens=21, temperature=1.0, top_p=1.0,
+                                   seed=0, greedy=True)
+    finally:
+        sampler.close()
+    assert sampler.ids_prompts is False
+    assert cont.prompt_ids == prefix
+    assert full.token_ids[:3] + cont.token_ids == full.token_ids
+
+
 def _assert_ids_match_text(tok, samples: dict) -> None:
     """Each row's ids are its prompt and completion: <bos> then the prompt unpadded, the
     completion's characters, <eos> last exactly when it finished."""
@@ -221,6 +245,19 @@ def test_retries_then_uses_server_n(ws, double):
     assert [c.prompt_ids for c in out] == [p, p, p, q, q]
     assert _Double.bodies[0]["generation_config"] == SAMPLE_ON["generation_config"]
     assert all(b["return_token_ids"] is True for b in _Double.bodies)
+
+
+def test_token_id_prompts_go_as_arrays_and_repeats_as_n(ws, double):
+    """A server that takes ids (vLLM) gets the array; identical id prompts become one
+    request with n, as text prompts do."""
+    sampler = OpenAISampler(ws / "artifacts/base/policy", batch_size=1, threads=1,
+                            serving=_serving(), base_url=double)
+    out = sampler.generate([[1, 5, 6], [1, 5, 6], [1, 7]], max_new_tokens=8, temperature=1.0,
+                           top_p=1.0, seed=0)
+    assert [b["prompt"] for b in _Double.bodies] == [[1, 5, 6], [1, 7]]
+    assert [b.get("n") for b in _Double.bodies] == [2, None]
+    assert [c.prompt_ids for c in out] == [[1, 5, 6], [1, 5, 6], [1, 7]]
+    assert sampler.ids_prompts is True
 
 
 def test_server_token_ids_are_kept_as_sampled(ws, double):

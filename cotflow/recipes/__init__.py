@@ -8,6 +8,8 @@ become training examples and which objective trains them.
     dpo       dpo.py             DPO on the judge stage's pairs
     critique-grpo  critique_grpo.py  GRPO over initial responses + a critique-guided refinement
     veripo    veripo.py          VerIPO: DPO on a rollout-aware verifier's pairs
+    spo       spo.py             SPO-chain: segment advantages from the sample stage's MC values
+    spo-tree  spo_tree.py        SPO-tree: one example per edge of the sample stage's trees
 
 A params.yaml `algorithms` entry names its `kind`; the recipe's `Settings` validate it
 (cotflow/algorithm_config.py builds the union from this registry). Adding a kind is a
@@ -29,12 +31,22 @@ reads what it needs (advantages, extras, old and reference log-probs, the step's
 
 from __future__ import annotations
 
-from cotflow.recipes import critique_grpo, dpo, grpo, nft, raft, raft_plus_plus, veripo
+from cotflow.recipes import (
+    critique_grpo,
+    dpo,
+    grpo,
+    nft,
+    raft,
+    raft_plus_plus,
+    spo,
+    spo_tree,
+    veripo,
+)
 from cotflow.recipes.base import Recipe
 
 RECIPES: dict[str, Recipe] = {r.kind: r for r in (
     raft.RECIPE, raft_plus_plus.RECIPE, grpo.RECIPE, nft.RECIPE, dpo.RECIPE,
-    critique_grpo.RECIPE, veripo.RECIPE)}
+    critique_grpo.RECIPE, veripo.RECIPE, spo.RECIPE, spo_tree.RECIPE)}
 
 
 def recipe_for(kind: str) -> Recipe:

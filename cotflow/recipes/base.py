@@ -96,6 +96,10 @@ class Inputs:
     max_new_tokens: int  # the sampling budget (Dr.GRPO's L_const, DAPO's L_max)
     dedup: bool  # train.dedup
     services: Services
+    # The sample stage's side tables a recipe `reads` ("values": SPO-chain's MC values,
+    # "tree": SPO-tree's trees), by name; and sample.segments, SPO's ρ and interval.
+    tables: dict[str, dict[str, list]] = field(default_factory=dict)
+    segments: Any = None
 
 
 @dataclass
@@ -126,7 +130,8 @@ class Recipe:
     and returns (chosen, rejected) pairs of rollout positions; `verifier`, if set instead,
     flags every rollout and builds the pairs with their token ids (VerIPO).
     `reuses_prev_rollouts(settings)` says the iteration samples nothing and judges the
-    previous iteration's rollouts."""
+    previous iteration's rollouts. `reads` names side tables of the sample stage the plan
+    reads (Inputs.tables)."""
 
     kind: str
     settings: type
@@ -134,3 +139,4 @@ class Recipe:
     judge: Callable[[Any, list[Rollout], int], list[tuple[int, int]]] | None = None
     verifier: Callable[[Any, VerifierInputs], VerifierResult] | None = None
     reuses_prev_rollouts: Callable[[Any], bool] = lambda settings: False
+    reads: tuple[str, ...] = ()
