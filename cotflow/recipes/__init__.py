@@ -6,6 +6,7 @@ become training examples and which objective trains them.
     grpo      grpo.py            GRPO, Dr.GRPO, DAPO, SEED-GRPO (settings of one recipe)
     nft       nft.py             negative-aware fine-tuning
     dpo       dpo.py             DPO on the judge stage's pairs
+    ton       ton.py             GRPO on accuracy + format rewards (TON's think-or-not)
 
 A params.yaml `algorithms` entry names its `kind`; the recipe's `Settings` validate it
 (cotflow/algorithm_config.py builds the union from this registry). Adding a kind is a
@@ -27,11 +28,12 @@ reads what it needs (advantages, extras, old and reference log-probs, the step's
 
 from __future__ import annotations
 
-from cotflow.recipes import dpo, grpo, nft, raft, raft_plus_plus
+from cotflow.recipes import dpo, grpo, nft, raft, raft_plus_plus, ton
 from cotflow.recipes.base import Recipe
 
 RECIPES: dict[str, Recipe] = {r.kind: r for r in (
     raft.RECIPE, raft_plus_plus.RECIPE, grpo.RECIPE, nft.RECIPE, dpo.RECIPE)}
+RECIPES[ton.RECIPE.kind] = ton.RECIPE
 
 
 def recipe_for(kind: str) -> Recipe:
