@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,9 @@ GROUP_SIZE = 8
 # Dr.GRPO, which SEED-GRPO keeps, one step (rollout batch = train batch, 1 epoch); DAPO
 # 512 × 16 samples in mini-batches of 512 (16); NFT 512 prompts in mini-batches of 32 (16).
 PAPER_STEPS = {"raft++": 4, "grpo": 4, "dr-grpo": 1, "seed-grpo": 1, "dapo": 16, "nft": 16}
+# TON trains with TRL 0.14, one step per rollout batch of 14 prompts; one step per iteration
+# here is Dr.GRPO's regime, measured weaker, so ton keeps grpo's 4 steps and rate.
+PAPER_STEPS["ton"] = 4
 # VerIPO's DPO stage: a global batch of 32 pairs, one pass (specs/algorithms-b.md §4.2).
 DPO_PAIRS_PER_STEP = 32
 # Learning rates of the presets at these steps, with params.yaml's 10-step warmup of each
@@ -38,6 +42,7 @@ LR: dict[str, float] = {
     "raft++": 1.0e-4, "grpo": 1.0e-4, "dr-grpo": 1.0e-4, "seed-grpo": 1.0e-4, "dapo": 3.0e-5,
     "nft": 3.0e-5, "dpo": 1.0e-5,
 }
+LR["ton"] = LR["grpo"]
 # preset -> (algorithms entry, G = 8 per prompt, extra overrides)
 PRESETS: dict[str, tuple[str, bool, dict[str, dict[str, Any]]]] = {
     "raft": ("raft", False, {}),
@@ -56,6 +61,19 @@ PRESETS: dict[str, tuple[str, bool, dict[str, dict[str, Any]]]] = {
     # gradient's variance most, after a probe of allocate.gvm.probe_n samples per prompt.
     "gvm-raft": ("raft++", True, {"allocate": {"method": "gvm"}}),
     "gvm-grpo": ("grpo", True, {"allocate": {"method": "gvm"}}),
+}
+# TON (specs/algorithms-b.md §3) and its baseline: the same rewards, format and regime; the
+# warm starts differ only in thought dropout, the paper's comparison (§3.9).
+PRESETS["ton"] = ("ton", True, {})
+PRESETS["grpo-think"] = ("ton", True, {})
+# Presets with a warm start of their own: the params.yaml settings (section.key) that
+# prepare reads, which applying the preset sets. In TON's format level 4's longest target
+# is 71 characters (48 fits the \boxed{} one's 46): 80 new tokens hold it, its <eos> and a
+# few digits more.
+THINK = {"verify.format": "think", "sample.max_new_tokens": 80, "evaluate.max_new_tokens": 80}
+WARM_STARTS: dict[str, dict[str, Any]] = {
+    "ton": {**THINK, "warmstart.thought_dropout": 0.5},
+    "grpo-think": {**THINK, "warmstart.thought_dropout": 0.0},
 }
 
 
@@ -106,9 +124,38 @@ def render_iterations(iterations: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def warm_start_of(names: list[str]) -> dict[str, Any]:
+    """The settings of the one warm start `names` need (none: {})."""
+    wanted = {n: WARM_STARTS[n] for n in names if n in WARM_STARTS}
+    if len({tuple(sorted(w.items())) for w in wanted.values()}) > 1:
+        raise ConfigError(f"presets {', '.join(wanted)} need different warm starts; a "
+                          "pipeline has one")
+    return next(iter(wanted.values()), {})
+
+
+def set_settings(text: str, settings: dict[str, Any], where: Path) -> str:
+    """`text` (params.yaml) with each `section.key: value` line set to its value, the
+    line's comment kept."""
+    for dotted, value in settings.items():
+        section, key = dotted.split(".")
+        start = re.search(rf"^{re.escape(section)}:.*$", text, re.M)
+        end = re.compile(r"^\S", re.M)
+        stop = end.search(text, start.end() + 1) if start else None
+        limit = stop.start() if stop else len(text)
+        line = re.compile(rf"^(  {re.escape(key)}:[ \t]*)([^#\n]*?)([ \t]*(?:#[^\n]*)?)$", re.M)
+        found = line.search(text, start.end(), limit) if start else None
+        if found is None:
+            raise ConfigError(f"{where}: no {dotted} setting to set")
+        shown = yaml.safe_dump(value, default_flow_style=True).removesuffix("\n...\n").strip()
+        text = text[:found.start(2)] + shown + text[found.end(2):]
+    return text
+
+
 def apply_preset(params: Path, names: list[str]) -> str:
     """Rewrite params.yaml's `iterations:` block (the last top-level key; everything above
-    it, comments included, is kept). Validated before the file is replaced."""
+    it, comments included, is kept) and, for presets with a warm start of their own
+    (WARM_STARTS), the settings prepare reads for it. Validated before the file is
+    replaced."""
     cfg = load_params(params)
     text = params.read_text()
     marker = "\niterations:"
@@ -118,6 +165,9 @@ def apply_preset(params: Path, names: list[str]) -> str:
     if any(line and not line[0].isspace() and not line.startswith("#")
            for line in tail.splitlines()[1:]):
         raise ConfigError(f"{params}: 'iterations:' must be the last top-level key")
+    warm = warm_start_of(names)
+    if warm:
+        head = set_settings(head, warm, params)  # none of them is what iterations_for reads
     block = render_iterations(iterations_for(cfg, names))
     new = head + "\n" + block
     fd, tmp = tempfile.mkstemp(dir=params.parent, prefix=f".{params.name}.")
@@ -129,4 +179,6 @@ def apply_preset(params: Path, names: list[str]) -> str:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+    if warm:
+        block = f"# warm start: {', '.join(f'{k}={v}' for k, v in warm.items())}\n" + block
     return block

@@ -201,14 +201,14 @@ def test_stats_per_level():
     levels = [1, 1, 4, 4]
     assert per_level(levels, [1, 0, 1, 1], "accuracy") == {
         "accuracy_difficulty_1": 0.5, "accuracy_difficulty_4": 1.0}
-    stats = completion_stats(levels, [20, 24, 60, 64], [True, True, False, True],
-                             [True] * 4)
+    texts = [O1, O2, O3, O1]
+    stats = completion_stats(levels, texts, [20, 24, 60, 64], think=True)
     assert stats == {"mean_completion_tokens": 42.0,
                      "mean_completion_tokens_difficulty_1": 22.0,
                      "mean_completion_tokens_difficulty_4": 62.0,
                      "skip_ratio": 0.75, "skip_ratio_difficulty_1": 1.0,
                      "skip_ratio_difficulty_4": 0.5, "format_fraction": 1.0}
-    assert set(completion_stats([1], [5], None, None)) == {
+    assert set(completion_stats([1], ["1+2=3\n\\boxed{3}"], [5], think=False)) == {
         "mean_completion_tokens", "mean_completion_tokens_difficulty_1"}
     with pytest.raises(ValueError, match="levels"):
         per_level([1], [1.0, 2.0], "x")
@@ -231,3 +231,38 @@ def test_config_ties_ton_to_its_format():
     raw["iterations"] = {"001": {"algorithm": "grpo", "prev": "base"}}
     with pytest.raises(ConfigError, match="thought_dropout needs verify.format"):
         _validate(raw, "p")
+
+
+def test_presets_set_their_warm_start(tmp_path):
+    import yaml
+
+    from cotflow.config import ConfigError, load_params
+    from cotflow.presets import apply_preset
+    from tests.conftest import MICRO
+
+    params = tmp_path / "params.yaml"
+    params.write_text(MICRO.read_text())
+    shown = apply_preset(params, ["ton", "ton"])
+    assert shown.startswith("# warm start: verify.format=think")
+    cfg = load_params(params)
+    assert (cfg.verify.format, cfg.warmstart.thought_dropout) == ("think", 0.5)
+    assert cfg.sample.max_new_tokens == cfg.evaluate.max_new_tokens == 80
+    assert [i.algorithm for i in cfg.iterations.values()] == ["ton", "ton"]
+    assert cfg.for_iteration("002").allocate.n == 8
+    text = params.read_text()
+    assert "  format: think                 # boxed: the last" in text  # comment kept
+    apply_preset(params, ["grpo-think"])
+    base = load_params(params)
+    assert (base.verify.format, base.warmstart.thought_dropout) == ("think", 0.0)
+    assert base.algorithm("001") == cfg.algorithm("001")  # the same recipe and rewards
+    # Only the dropout differs between the two pipelines' params.
+    a, b = yaml.safe_load(text), yaml.safe_load(params.read_text())
+    assert {k for k in a if a[k] != b[k]} == {"warmstart", "iterations"}
+    assert {k for k in a["warmstart"] if a["warmstart"][k] != b["warmstart"][k]} == {
+        "thought_dropout"}
+    before = params.read_text()
+    with pytest.raises(ConfigError, match="different warm starts"):
+        apply_preset(params, ["ton", "grpo-think"])
+    assert params.read_text() == before
+    apply_preset(params, ["ton", "grpo"])  # grpo has no warm start of its own
+    assert load_params(params).warmstart.thought_dropout == 0.5

@@ -44,16 +44,17 @@ def per_level(levels: Sequence[int], values: Sequence[float], name: str) -> dict
             for d, v in sorted(grouped.items())}
 
 
-def completion_stats(levels: Sequence[int], num_tokens: Sequence[int],
-                     skips: Sequence[bool] | None, formatted: Sequence[bool] | None
-                     ) -> dict[str, float]:
-    """Mean completion length, overall and per level; with `skips` (TON's format) the skip
-    ratio the same ways, and with `formatted` the share in format."""
+def completion_stats(levels: Sequence[int], texts: Sequence[str], num_tokens: Sequence[int],
+                     *, think: bool) -> dict[str, float]:
+    """Mean completion length, overall and per level; in TON's format (`think`) also the
+    skip ratio the same ways and the share of completions in format."""
+    from cotflow.verify.think import format_ok, skipped
+
     out = {"mean_completion_tokens": round(sum(num_tokens) / max(len(num_tokens), 1), 4),
            **per_level(levels, num_tokens, "mean_completion_tokens")}
-    if skips is not None:
+    if think:
+        skips = [skipped(t) for t in texts]
         out["skip_ratio"] = round(share(skips), 6)
         out.update(per_level(levels, [float(s) for s in skips], "skip_ratio"))
-    if formatted is not None:
-        out["format_fraction"] = round(share(formatted), 6)
+        out["format_fraction"] = round(share([format_ok(t) for t in texts]), 6)
     return out
