@@ -66,12 +66,17 @@ ARMS: dict[str, Arm] = {
     "grpo": Arm("grpo"), "gvm-grpo": Arm("gvm-grpo"), "gvm-grpo-8x": Arm("gvm-grpo", 8),
     "dr-grpo": Arm("dr-grpo"), "seed-grpo": Arm("seed-grpo"), "nft": Arm("nft"),
 }
+# TON and its GRPO baseline: one recipe and format, warm starts with and without thought
+# dropout (presets.WARM_STARTS): each warm start is prepared once and shared by its seeds.
+ARMS.update({"ton": Arm("ton"), "grpo-think": Arm("grpo-think")})
 
 
 @dataclass(frozen=True)
 class Claim:
     text: str
-    kind: str  # "difference" (pass@1 points) | "speedup-samples" | "speedup-iterations"
+    # "difference" (pass@1 points) | "speedup-samples" | "speedup-iterations" | "length"
+    # (held-out greedy completion length, % change)
+    kind: str
     arm: str
     baseline: str
     paper: float  # points for a difference, x for a speedup
@@ -99,6 +104,10 @@ CLAIMS: tuple[Claim, ...] = (
           "SEED §2.5, G=8: 56.6 vs 51.4"),
     Claim("NFT matches or beats GRPO", "difference", "nft", "grpo", 2.2,
           "NFT §4.7, 7B avg: 51.7 vs 49.5"),
+    Claim("TON shortens completions vs GRPO", "length", "ton", "grpo-think", -65.0,
+          "TON Table 2, GeoQA 3B: 96 vs 272 tokens (CLEVR -87 %, GeoQA 7B -90 %)"),
+    Claim("  at equal or better accuracy", "difference", "ton", "grpo-think", 14.0,
+          "TON Table 2, GeoQA 3B: 51 vs 37"),
 )
 
 
@@ -128,6 +137,18 @@ def last_folder(run: Path) -> str:
     return f"iter-{keys[-1]}"
 
 
+def folders(run: Path) -> list[str]:
+    """The warm start's folder and each iteration's, in order."""
+    keys = list(yaml.safe_load((run / "params.yaml").read_text())["iterations"])
+    return ["base", *(f"iter-{k}" for k in keys)]
+
+
+def final_metrics(run: Path) -> dict[str, Any]:
+    from cotflow.records import read_json
+
+    return read_json(run / "artifacts" / last_folder(run) / "metrics.json")
+
+
 def estimate(claim: Claim, top: Path, seeds: list[int]) -> tuple[Estimate | None, str]:
     """Our figure for `claim` and a per-seed detail line."""
     runs = {s: (top / f"seed-{s}" / claim.arm, top / f"seed-{s}" / claim.baseline)
@@ -137,6 +158,11 @@ def estimate(claim: Claim, top: Path, seeds: list[int]) -> tuple[Estimate | None
                                       per_problem(b, last_folder(b))) for a, b in runs.values()]
         per_seed = [Estimate(100 * e.mean, 100 * e.se, e.n) for e in per_seed]
         return pooled(per_seed), ", ".join(str(e) for e in per_seed)
+    if claim.kind == "length":
+        per_seed = [100 * (final_metrics(a)["mean_completion_tokens"]
+                           / final_metrics(b)["mean_completion_tokens"] - 1)
+                    for a, b in runs.values()]
+        return mean_se(per_seed), ", ".join(f"{x:+.1f} %" for x in per_seed)
     x = by_iteration if claim.kind == "speedup-iterations" else (lambda c: c)
     ratios = [speedup_ratio(x(curve_of(b, "pass@1")), x(curve_of(a, "pass@1")))
               for a, b in runs.values()]
@@ -154,14 +180,15 @@ def table(top: Path, seeds: list[int], arms: set[str]) -> list[str]:
         if not {c.arm, c.baseline} <= arms:
             continue
         ours, detail = estimate(c, top, seeds)
-        unit = " pts" if c.kind == "difference" else "x"
-        paper = f"{c.paper:+.1f}{unit}" if c.kind == "difference" else f"{c.paper:.1f}{unit}"
+        signed = c.kind in ("difference", "length")
+        unit = {"difference": " pts", "length": " %"}.get(c.kind, "x")
+        paper = f"{c.paper:+.1f}{unit}" if signed else f"{c.paper:.1f}{unit}"
         if ours is None:
             shown, judged = "not reached", "not reproduced"
         else:
-            shown = f"{ours.mean:+.2f} ± {ours.se:.2f}" if c.kind == "difference" else (
+            shown = f"{ours.mean:+.2f} ± {ours.se:.2f}" if signed else (
                 f"{ours.mean:.2f} ± {ours.se:.2f}")
-            judged = verdict(ours, c.paper, null=0.0 if c.kind == "difference" else 1.0)
+            judged = verdict(ours, c.paper, null=0.0 if signed else 1.0)
         lines.append(f"{c.text:<50}{paper:>8}{shown:>18}   {judged:<20}{detail}; {c.source}")
     return lines
 
@@ -173,15 +200,79 @@ def curves_report(top: Path, seeds: list[int], arms: list[str]) -> list[str]:
     for arm in arms:
         for s in seeds:
             run = top / f"seed-{s}" / arm
-            keys = list(yaml.safe_load((run / "params.yaml").read_text())["iterations"])
-            folders = ["base", *(f"iter-{k}" for k in keys)]
-            points = [read_json(run / "artifacts" / f / "metrics.json") for f in folders]
+            names = folders(run)
+            points = [read_json(run / "artifacts" / f / "metrics.json") for f in names]
             steps = [read_json(run / "artifacts" / f / "stats/train.json")["optimizer_steps"]
-                     for f in folders[1:]]
+                     for f in names[1:]]
             lines.append(f"{arm:<13}{s:>5}  " + "  ".join(
                 f"{100 * m['pass@1']:.1f} ({100 * m['accuracy']:.1f})" for m in points)
                 + f"; {steps}")
     return lines
+
+
+def warm_start_groups(arms: list[str]) -> dict[tuple, list[str]]:
+    """Arms by the warm start they need (presets.WARM_STARTS; () for params.yaml's own)."""
+    from cotflow.presets import WARM_STARTS
+
+    groups: dict[tuple, list[str]] = {}
+    for arm in arms:
+        groups.setdefault(tuple(sorted(WARM_STARTS.get(ARMS[arm].preset, {}).items())),
+                          []).append(arm)
+    return groups
+
+
+def levels_report(top: Path, seeds: list[int], arms: list[str]) -> list[str]:
+    """Per level, mean ± se over seeds: held-out greedy accuracy and completion length at
+    the last iteration, and the skip ratio at every iteration; the skip ratios are also
+    drawn (ton_skip_ratio.png in `top`)."""
+    from cotflow.records import read_json
+
+    lines, curves = [], {}
+    for arm in arms:
+        runs = [top / f"seed-{s}" / arm for s in seeds]
+        series = [[read_json(r / "artifacts" / f / "metrics.json") for f in folders(r)]
+                  for r in runs]
+        levels = sorted(int(k.rsplit("_", 1)[1]) for k in series[0][-1]
+                        if k.startswith("skip_ratio_difficulty_"))
+        lines.append(f"\n{arm}: per level, held-out greedy, mean ± se over {len(runs)} seeds: "
+                     "accuracy % and tokens at the last iteration; skip ratio per iteration")
+        for d in levels:
+            acc = mean_se([100 * m[-1][f"accuracy_difficulty_{d}"] for m in series])
+            tokens = mean_se([m[-1][f"mean_completion_tokens_difficulty_{d}"] for m in series])
+            skips = [mean_se([m[i][f"skip_ratio_difficulty_{d}"] for m in series])
+                     for i in range(len(series[0]))]
+            curves[(arm, d)] = skips
+            lines.append(f"  level {d}: {acc.mean:5.1f} ± {acc.se:.1f} %, {tokens.mean:5.1f} ± "
+                         f"{tokens.se:.1f} tokens; skip " + " ".join(
+                             f"{e.mean:.2f}±{e.se:.2f}" for e in skips))
+    lines.append(f"skip ratio per level over iterations: {draw_skips(curves, top)}")
+    return lines
+
+
+def draw_skips(curves: dict[tuple[str, int], list[Estimate]], top: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    arms = sorted({a for a, _ in curves})
+    fig, axes = plt.subplots(1, len(arms), figsize=(4.5 * len(arms), 3.2), dpi=100,
+                             squeeze=False)
+    for ax, arm in zip(axes[0], arms, strict=True):
+        for (a, d), points in sorted(curves.items()):
+            if a == arm:
+                ax.errorbar(range(len(points)), [e.mean for e in points],
+                            yerr=[e.se for e in points], marker="o", label=f"level {d}")
+        ax.set_title(arm)
+        ax.set_xlabel("iteration (0 = warm start)")
+        ax.set_ylabel("skip ratio")
+        ax.set_ylim(-0.02, 1.02)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = top / "ton_skip_ratio.png"
+    fig.savefig(path, format="png")
+    plt.close(fig)
+    return path
 
 
 def main() -> int:
@@ -207,17 +298,19 @@ def main() -> int:
     if not args.report:
         jobs = {(seed, arm): arm_params(base, args, arm, seed, top)
                 for seed in args.seeds for arm in args.arms}
-        warm = args.warm_start
-        if warm is None:
-            # One warm start for every arm and seed: seeds then vary the RL phase only.
-            first = jobs[(args.seeds[0], args.arms[0])]
-            ws = top / "warm-start"
-            ws.mkdir(exist_ok=True)
-            (ws / "params.yaml").write_text(yaml.safe_dump(first, sort_keys=False))
-            if not (ws / "artifacts/base/evaluation.parquet").exists():
-                run_stage("prepare", None, ws, ws / "params.yaml")
-            warm = ws / "artifacts" / "base"
-        run_jobs(top, jobs, args.jobs, warm)
+        for own, arms in warm_start_groups(args.arms).items():
+            # One warm start for every arm and seed of a kind: seeds vary the RL phase only.
+            warm = None if own else args.warm_start
+            if warm is None:
+                ws = top / ("warm-start" if not own else f"warm-start-{arms[0]}")
+                ws.mkdir(exist_ok=True)
+                first = jobs[(args.seeds[0], arms[0])]
+                (ws / "params.yaml").write_text(yaml.safe_dump(first, sort_keys=False))
+                if not (ws / "artifacts/base/evaluation.parquet").exists():
+                    run_stage("prepare", None, ws, ws / "params.yaml")
+                warm = ws / "artifacts" / "base"
+            run_jobs(top, {(s, a): jobs[(s, a)] for s in args.seeds for a in arms}, args.jobs,
+                     warm)
     print(f"\n{len(args.seeds)} seeds, {args.iterations} iterations, {args.prompts} prompts × "
           f"{args.n} samples per iteration, held-out: {args.n_test} problems, greedy and "
           f"{args.eval_samples} samples each"
@@ -226,6 +319,9 @@ def main() -> int:
     print()
     print("\n".join(table(top, args.seeds, set(args.arms))))
     print_budgets(top, args.seeds, [a for a in args.arms if ARMS[a].preset.startswith("gvm")])
+    think = [a for a in args.arms if () not in warm_start_groups([a])]
+    if think:
+        print("\n".join(levels_report(top, args.seeds, think)))
     print(f"\nruns kept in {top}")
     return 0
 
