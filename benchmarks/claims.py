@@ -7,15 +7,18 @@ figure, ours ± error, and whether it reproduced.
 
 Every arm is a preset users run (cotflow/presets.py) at the same samples per iteration
 (--prompts groups of 8), from one shared warm start (prepare runs once unless --warm-start
-names an artifacts/base made with these settings), through the stage functions `dvc repro`
+names an artifacts/base made with these settings; presets with a warm start of their own,
+TON's, get one each, shared by their seeds), through the stage functions `dvc repro`
 runs (harness.py). Each iteration is evaluated on the same --n-test held-out problems:
 greedy, and --eval-samples samples at temperature 1 (avg@k, the papers' sampled score).
 
-Two kinds of rows:
+Three kinds of rows:
   difference  final sampled pass@1 of an arm minus its baseline's, paired on the same
               problems per seed (benchmarks/stats.py), pooled over seeds;
   speedup     samples (or iterations) the baseline needs to reach its own final pass@1 over
-              those the arm needs (harness.speedup_ratio), per seed, mean ± se over seeds.
+              those the arm needs (harness.speedup_ratio), per seed, mean ± se over seeds;
+  length      % change of the final held-out greedy completion length, arm over baseline,
+              per seed, mean ± se over seeds (TON; its per-level report follows the table).
 
 The verdict (stats.verdict): "reproduced" when the 95 % interval holds the paper's figure and
 excludes no effect; "not reproduced" when it excludes the paper's figure; else "within
@@ -225,54 +228,29 @@ def levels_report(top: Path, seeds: list[int], arms: list[str]) -> list[str]:
     """Per level, mean ± se over seeds: held-out greedy accuracy and completion length at
     the last iteration, and the skip ratio at every iteration; the skip ratios are also
     drawn (ton_skip_ratio.png in `top`)."""
+    from cotflow.plots import draw_skip_ratio, skip_levels
     from cotflow.records import read_json
 
-    lines, curves = [], {}
+    lines, panels = [], {}
     for arm in arms:
         runs = [top / f"seed-{s}" / arm for s in seeds]
         series = [[read_json(r / "artifacts" / f / "metrics.json") for f in folders(r)]
                   for r in runs]
-        levels = sorted(int(k.rsplit("_", 1)[1]) for k in series[0][-1]
-                        if k.startswith("skip_ratio_difficulty_"))
         lines.append(f"\n{arm}: per level, held-out greedy, mean ± se over {len(runs)} seeds: "
                      "accuracy % and tokens at the last iteration; skip ratio per iteration")
-        for d in levels:
+        panels[arm] = {}
+        for d in skip_levels(series[0][-1]):
             acc = mean_se([100 * m[-1][f"accuracy_difficulty_{d}"] for m in series])
             tokens = mean_se([m[-1][f"mean_completion_tokens_difficulty_{d}"] for m in series])
             skips = [mean_se([m[i][f"skip_ratio_difficulty_{d}"] for m in series])
                      for i in range(len(series[0]))]
-            curves[(arm, d)] = skips
+            panels[arm][d] = [(e.mean, e.se) for e in skips]
             lines.append(f"  level {d}: {acc.mean:5.1f} ± {acc.se:.1f} %, {tokens.mean:5.1f} ± "
                          f"{tokens.se:.1f} tokens; skip " + " ".join(
                              f"{e.mean:.2f}±{e.se:.2f}" for e in skips))
-    lines.append(f"skip ratio per level over iterations: {draw_skips(curves, top)}")
+    path = draw_skip_ratio(panels, top / "ton_skip_ratio.png")
+    lines.append(f"skip ratio per level over iterations: {path}")
     return lines
-
-
-def draw_skips(curves: dict[tuple[str, int], list[Estimate]], top: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    arms = sorted({a for a, _ in curves})
-    fig, axes = plt.subplots(1, len(arms), figsize=(4.5 * len(arms), 3.2), dpi=100,
-                             squeeze=False)
-    for ax, arm in zip(axes[0], arms, strict=True):
-        for (a, d), points in sorted(curves.items()):
-            if a == arm:
-                ax.errorbar(range(len(points)), [e.mean for e in points],
-                            yerr=[e.se for e in points], marker="o", label=f"level {d}")
-        ax.set_title(arm)
-        ax.set_xlabel("iteration (0 = warm start)")
-        ax.set_ylabel("skip ratio")
-        ax.set_ylim(-0.02, 1.02)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = top / "ton_skip_ratio.png"
-    fig.savefig(path, format="png")
-    plt.close(fig)
-    return path
 
 
 def main() -> int:

@@ -179,6 +179,8 @@ def test_ton_iteration_through_dvc_and_mlflow(tmp_path_factory):
     parent = client.get_run(child.data.tags["mlflow.parentRunId"])
     history = client.get_metric_history(parent.info.run_id, "evaluate/skip_ratio")
     assert sorted(m.step for m in history) == [0, 1]  # the warm start's and iteration 1's
+    for run_id in (child.info.run_id, parent.info.run_id):
+        assert "skip_ratio.png" in {a.path for a in client.list_artifacts(run_id)}
 
     # The dropout is the warm start's: changing it makes prepare, and all after it, stale.
     raw["warmstart"]["thought_dropout"] = 0.0
