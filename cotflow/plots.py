@@ -1,5 +1,5 @@
-"""Figures drawn here (no network, Agg backend): TON's skip ratio per level over iterations,
-for MLflow (one run) and the claims report (mean ± se over seeds)."""
+"""Figures drawn here (no network, Agg backend): how they are saved, and TON's skip ratio per
+level over iterations, for MLflow (one run) and the claims report (mean ± se over seeds)."""
 
 from __future__ import annotations
 
@@ -16,8 +16,6 @@ def draw_skip_ratio(panels: SkipCurves, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from cotflow.records import atomic_path
-
     fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.2), dpi=100,
                              squeeze=False)
     for ax, (title, levels) in zip(axes[0], panels.items(), strict=True):
@@ -30,6 +28,15 @@ def draw_skip_ratio(panels: SkipCurves, path: Path) -> Path:
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
+    return save_figure(fig, path)
+
+
+def save_figure(fig, path: Path) -> Path:
+    """Lay out `fig`, write it to `path` as PNG atomically, and close it."""
+    import matplotlib.pyplot as plt
+
+    from cotflow.records import atomic_path
+
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
