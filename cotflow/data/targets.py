@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from cotflow.data.arithmetic import solution_steps
+from cotflow.verify.extract import FORMATS
 from cotflow.verify.think import think_answer
 
 
@@ -36,8 +37,8 @@ def think_target(solution: str, answer: str, *, drop: bool) -> str:
 def sft_targets(problems: Sequence[dict[str, Any]], fmt: str, *, dropout: float, seed: int
                 ) -> list[tuple[dict[str, Any], str, bool]]:
     """(problem, target, thought dropped) for each problem with a worked solution."""
-    if fmt not in ("boxed", "think"):
-        raise ValueError(f"verify.format {fmt!r}: expected boxed or think")
+    if fmt not in FORMATS:
+        raise ValueError(f"verify.format {fmt!r}: expected one of {FORMATS}")
     if dropout and fmt != "think":
         raise ValueError("thought dropout needs verify.format think")
     out = []
