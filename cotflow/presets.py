@@ -6,7 +6,9 @@ All but `raft` sample G = 8 completions per prompt (groups, for the group method
 sample budget of params.yaml (allocate.prompts_per_iteration × allocate.n), so presets compare
 at equal cost. Each also takes its paper's regime: one pass over the rollout batch in as many
 optimizer steps as the paper takes per rollout batch (PAPER_STEPS), and train.lr (LR, below).
-`raft` keeps params.yaml's regime, the default pipeline's measured one.
+`raft` keeps params.yaml's regime, the default pipeline's measured one. A preset whose
+method starts from a warm start of its own (TON's thought dropout: WARM_STARTS) also sets
+the settings prepare reads for it, in place, comments kept.
 """
 
 from __future__ import annotations
