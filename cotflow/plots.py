@@ -22,6 +22,7 @@ def draw_skip_ratio(panels: SkipCurves, path: Path) -> Path:
         for level, points in sorted(levels.items()):
             ax.errorbar(range(len(points)), [m for m, _ in points], yerr=[e for _, e in points],
                         marker="o", capsize=2, label=f"level {level}")
+        ax.set_xticks(range(max((len(p) for p in levels.values()), default=0)))
         ax.set_title(title)
         ax.set_xlabel("iteration (0 = warm start)")
         ax.set_ylabel("skip ratio (empty thought)")
