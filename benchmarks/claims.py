@@ -7,7 +7,8 @@ figure, ours ± error, and whether it reproduced.
 
 Every arm is a preset users run (cotflow/presets.py) at the same samples per iteration
 (--prompts groups of 8), from one shared warm start (prepare runs once unless --warm-start
-names an artifacts/base made with these settings), through the stage functions `dvc repro`
+names an artifacts/base made with these settings; presets with a warm start of their own,
+TON's, get one each, shared by their seeds), through the stage functions `dvc repro`
 runs (harness.py). Each iteration is evaluated on the same --n-test held-out problems:
 greedy, and --eval-samples samples at temperature 1 (avg@k, the papers' sampled score).
 
@@ -23,6 +24,8 @@ Kinds of rows:
   from-start  an arm's final sampled pass@1 minus the warm start's (paired), pooled;
   inconsistency  VerIPO: the last iteration's held-out inconsistency rate (correct greedy
               answers that do not follow from their steps) minus the first's, in points.
+  length      % change of the final held-out greedy completion length, arm over baseline,
+              per seed, mean ± se over seeds (TON; its per-level report follows the table).
 A "no drop" row (dpo-steps, from-start) holds when the 95 % interval reaches 0 or above.
 The `veripo` arms run the loop preset (grpo, dpo, grpo, dpo) per --iterations.
 
@@ -88,6 +91,9 @@ ARMS: dict[str, Arm] = {
 # Refinement-format examples in the shared warm start when any arm refines (every arm then
 # starts from it, so the comparison is at one warm start).
 REFINEMENT_EXAMPLES = 2000
+# TON and its GRPO baseline: one recipe and format, warm starts with and without thought
+# dropout (presets.WARM_STARTS): each warm start is prepared once and shared by its seeds.
+ARMS.update({"ton": Arm("ton"), "grpo-think": Arm("grpo-think")})
 
 
 @dataclass(frozen=True)
@@ -96,6 +102,7 @@ class Claim:
     kind: str  # "difference" (pass@1 points) | "speedup-samples" | "speedup-iterations"
     #            | "rescue" (% of the baseline's never-solved training prompts the arm solved)
     #            | "dpo-steps" | "from-start" (no drop, points) | "inconsistency" (points)
+    #            | "length" (held-out greedy completion length, % change)
     arm: str
     baseline: str
     paper: float  # points for a difference, x for a speedup
@@ -151,6 +158,12 @@ CLAIMS: tuple[Claim, ...] = (
           "grpo", 12.1, "SPO §2.6, RhoMath-1.1B GSM8K: 56.7 vs 44.6"),
     Claim("SPO-tree beats GRPO (equal samples per iteration)", "difference", "spo-tree",
           "grpo", 11.8, "SPO §2.6, RhoMath-1.1B GSM8K: 56.4 vs 44.6"),
+    # On the built-in task the tags bound the saving: skipping every thought shortens the
+    # gold completions by 31 % (README, TON): the direction is what can reproduce here.
+    Claim("TON shortens completions vs GRPO", "length", "ton", "grpo-think", -65.0,
+          "TON Table 2, GeoQA 3B: 96 vs 272 tokens (CLEVR -87 %, GeoQA 7B -90 %)"),
+    Claim("  at equal or better accuracy", "difference", "ton", "grpo-think", 14.0,
+          "TON Table 2, GeoQA 3B: 51 vs 37"),
 )
 NO_DROP = ("dpo-steps", "from-start")
 
@@ -208,6 +221,8 @@ def rescued(arm: Path, baseline: Path) -> tuple[float, int] | None:
     seen, solved = solved_in_training(arm)
     never = (base_seen - base_solved) & seen
     return (100 * len(never & solved) / len(never), len(never)) if never else None
+
+
 def folders(run: Path) -> list[tuple[str, str]]:
     """(folder, algorithm) of `run`'s iterations in order, after ("base", "")."""
     its = yaml.safe_load((run / "params.yaml").read_text())["iterations"]
@@ -224,6 +239,18 @@ def within_arm(claim: Claim, run: Path) -> list[Estimate]:
         steps = [(f, order[i - 1][0]) for i, (f, algo) in enumerate(order) if algo == "veripo"]
     out = [paired_difference(per_problem(run, a), per_problem(run, b)) for a, b in steps]
     return [Estimate(100 * e.mean, 100 * e.se, e.n) for e in out]
+
+
+def folder_names(run: Path) -> list[str]:
+    """The warm start's folder and each iteration's, in order."""
+    keys = list(yaml.safe_load((run / "params.yaml").read_text())["iterations"])
+    return ["base", *(f"iter-{k}" for k in keys)]
+
+
+def final_metrics(run: Path) -> dict[str, Any]:
+    from cotflow.records import read_json
+
+    return read_json(run / "artifacts" / last_folder(run) / "metrics.json")
 
 
 def estimate(claim: Claim, top: Path, seeds: list[int]) -> tuple[Estimate | None, str]:
@@ -253,6 +280,11 @@ def estimate(claim: Claim, top: Path, seeds: list[int]) -> tuple[Estimate | None
                                       per_problem(b, last_folder(b))) for a, b in runs.values()]
         per_seed = [Estimate(100 * e.mean, 100 * e.se, e.n) for e in per_seed]
         return pooled(per_seed), ", ".join(str(e) for e in per_seed)
+    if claim.kind == "length":
+        per_seed = [100 * (final_metrics(a)["mean_completion_tokens"]
+                           / final_metrics(b)["mean_completion_tokens"] - 1)
+                    for a, b in runs.values()]
+        return mean_se(per_seed), ", ".join(f"{x:+.1f} %" for x in per_seed)
     x = by_iteration if claim.kind == "speedup-iterations" else (lambda c: c)
     ratios = [speedup_ratio(x(curve_of(b, "pass@1")), x(curve_of(a, "pass@1")))
               for a, b in runs.values()]
@@ -270,9 +302,10 @@ def table(top: Path, seeds: list[int], arms: set[str]) -> list[str]:
         if not {c.arm, c.baseline} <= arms:
             continue
         ours, detail = estimate(c, top, seeds)
-        points = not c.kind.startswith("speedup")
-        unit = " pts" if points else "x"
-        paper = f"{c.paper:+.1f}{unit}" if points else f"{c.paper:.1f}{unit}"
+        signed = c.kind in ("difference", "length") or c.kind in NO_DROP or (
+            c.kind == "inconsistency")
+        unit = {"length": " %"}.get(c.kind, "x" if c.kind.startswith("speedup") else " pts")
+        paper = f"{c.paper:+.1f}{unit}" if signed else f"{c.paper:.1f}{unit}"
         if c.kind == "rescue":  # the paper gives a direction, no figure: ours > 0 or not
             shown = "none" if ours is None else f"{ours.mean:.1f} ± {ours.se:.1f} %"
             judged = ("not reproduced" if ours is None or ours.high <= 0 else
@@ -283,11 +316,11 @@ def table(top: Path, seeds: list[int], arms: set[str]) -> list[str]:
         if ours is None:
             shown, judged = "not reached", "not reproduced"
         else:
-            shown = f"{ours.mean:+.2f} ± {ours.se:.2f}" if points else (
+            shown = f"{ours.mean:+.2f} ± {ours.se:.2f}" if signed else (
                 f"{ours.mean:.2f} ± {ours.se:.2f}")
             judged = (("holds (no drop)" if ours.high >= 0 else "not reproduced (drops)")
                       if c.kind in NO_DROP else
-                      verdict(ours, c.paper, null=1.0 if unit == "x" else 0.0))
+                      verdict(ours, c.paper, null=0.0 if signed else 1.0))
         lines.append(f"{c.text:<50}{paper:>8}{shown:>18}   {judged:<20}{detail}; {c.source}")
     return lines
 
@@ -300,16 +333,55 @@ def curves_report(top: Path, seeds: list[int], arms: list[str]) -> list[str]:
     for arm in arms:
         for s in seeds:
             run = top / f"seed-{s}" / arm
-            keys = list(yaml.safe_load((run / "params.yaml").read_text())["iterations"])
-            folders = ["base", *(f"iter-{k}" for k in keys)]
-            points = [read_json(run / "artifacts" / f / "metrics.json") for f in folders]
+            names = folder_names(run)
+            points = [read_json(run / "artifacts" / f / "metrics.json") for f in names]
             steps = [read_json(run / "artifacts" / f / "stats/train.json")["optimizer_steps"]
-                     for f in folders[1:]]
+                     for f in names[1:]]
             rates = [m["inconsistency_rate"] for m in points if "inconsistency_rate" in m]
             lines.append(f"{arm:<{width}}{s:>5}  " + "  ".join(
                 f"{100 * m['pass@1']:.1f} ({100 * m['accuracy']:.1f})" for m in points)
                 + f"; {steps}" + (f"; inconsistent % {[round(100 * r, 1) for r in rates]}"
                                   if rates else ""))
+    return lines
+
+
+def warm_start_groups(arms: list[str]) -> dict[tuple, list[str]]:
+    """Arms by the warm start they need (presets.WARM_STARTS; () for params.yaml's own)."""
+    from cotflow.presets import WARM_STARTS
+
+    groups: dict[tuple, list[str]] = {}
+    for arm in arms:
+        groups.setdefault(tuple(sorted(WARM_STARTS.get(ARMS[arm].preset, {}).items())),
+                          []).append(arm)
+    return groups
+
+
+def levels_report(top: Path, seeds: list[int], arms: list[str]) -> list[str]:
+    """Per level, mean ± se over seeds: held-out greedy accuracy and completion length at
+    the last iteration, and the skip ratio at every iteration; the skip ratios are also
+    drawn (ton_skip_ratio.png in `top`)."""
+    from cotflow.plots import draw_skip_ratio, skip_levels
+    from cotflow.records import read_json
+
+    lines, panels = [], {}
+    for arm in arms:
+        runs = [top / f"seed-{s}" / arm for s in seeds]
+        series = [[read_json(r / "artifacts" / f / "metrics.json") for f in folder_names(r)]
+                  for r in runs]
+        lines.append(f"\n{arm}: per level, held-out greedy, mean ± se over {len(runs)} seeds: "
+                     "accuracy % and tokens at the last iteration; skip ratio per iteration")
+        panels[arm] = {}
+        for d in skip_levels(series[0][-1]):
+            acc = mean_se([100 * m[-1][f"accuracy_difficulty_{d}"] for m in series])
+            tokens = mean_se([m[-1][f"mean_completion_tokens_difficulty_{d}"] for m in series])
+            skips = [mean_se([m[i][f"skip_ratio_difficulty_{d}"] for m in series])
+                     for i in range(len(series[0]))]
+            panels[arm][d] = [(e.mean, e.se) for e in skips]
+            lines.append(f"  level {d}: {acc.mean:5.1f} ± {acc.se:.1f} %, {tokens.mean:5.1f} ± "
+                         f"{tokens.se:.1f} tokens; skip " + " ".join(
+                             f"{e.mean:.2f}±{e.se:.2f}" for e in skips))
+    path = draw_skip_ratio(panels, top / "ton_skip_ratio.png")
+    lines.append(f"skip ratio per level over iterations: {path}")
     return lines
 
 
@@ -336,17 +408,19 @@ def main() -> int:
     if not args.report:
         jobs = {(seed, arm): arm_params(base, args, arm, seed, top)
                 for seed in args.seeds for arm in args.arms}
-        warm = args.warm_start
-        if warm is None:
-            # One warm start for every arm and seed: seeds then vary the RL phase only.
-            first = jobs[(args.seeds[0], args.arms[0])]
-            ws = top / "warm-start"
-            ws.mkdir(exist_ok=True)
-            (ws / "params.yaml").write_text(yaml.safe_dump(first, sort_keys=False))
-            if not (ws / "artifacts/base/evaluation.parquet").exists():
-                run_stage("prepare", None, ws, ws / "params.yaml")
-            warm = ws / "artifacts" / "base"
-        run_jobs(top, jobs, args.jobs, warm)
+        for own, arms in warm_start_groups(args.arms).items():
+            # One warm start for every arm and seed of a kind: seeds vary the RL phase only.
+            warm = None if own else args.warm_start
+            if warm is None:
+                ws = top / ("warm-start" if not own else f"warm-start-{arms[0]}")
+                ws.mkdir(exist_ok=True)
+                first = jobs[(args.seeds[0], arms[0])]
+                (ws / "params.yaml").write_text(yaml.safe_dump(first, sort_keys=False))
+                if not (ws / "artifacts/base/evaluation.parquet").exists():
+                    run_stage("prepare", None, ws, ws / "params.yaml")
+                warm = ws / "artifacts" / "base"
+            run_jobs(top, {(s, a): jobs[(s, a)] for s in args.seeds for a in arms}, args.jobs,
+                     warm)
     print(f"\n{len(args.seeds)} seeds, {args.iterations} iterations, {args.prompts} prompts × "
           f"{args.n} samples per iteration, held-out: {args.n_test} problems, greedy and "
           f"{args.eval_samples} samples each"
@@ -355,6 +429,9 @@ def main() -> int:
     print()
     print("\n".join(table(top, args.seeds, set(args.arms))))
     print_budgets(top, args.seeds, [a for a in args.arms if ARMS[a].preset.startswith("gvm")])
+    think = [a for a in args.arms if () not in warm_start_groups([a])]
+    if think:
+        print("\n".join(levels_report(top, args.seeds, think)))
     print(f"\nruns kept in {top}")
     return 0
 

@@ -79,6 +79,8 @@ class WarmstartConfig(Section):
     max_grad_norm: PosFloat
     checkpoint_every: NonNegInt  # optimizer steps between resume checkpoints; 0: none
     refinement_examples: NonNegInt  # Critique-GRPO's refinement format, taught (builtin)
+    # TON: share of targets whose thought is replaced by the empty one (verify.format think)
+    thought_dropout: Annotated[float, Field(ge=0, le=1)]
 
 
 class GvmConfig(Section):
@@ -156,6 +158,7 @@ class VerifyConfig(Section):
     workers: NonNegInt
     memory_mb: Annotated[int, Field(ge=128)]
     check_steps: bool  # reward 0 for a right answer reached through a wrong arithmetic step
+    format: Literal["boxed", "think"]  # where completions state their answer (extract.FORMATS)
 
 
 class TrainConfig(Section):
@@ -252,6 +255,17 @@ class PipelineConfig(Section):
             if it.algorithm not in self.algorithms:
                 raise ValueError(f"iterations.{key}.algorithm {it.algorithm!r} is not a key of "
                                  f"algorithms (have {', '.join(self.algorithms)})")
+            kind = self.algorithms[it.algorithm].kind
+            if kind == "ton" and self.verify.format != "think":
+                raise ValueError(f"iterations.{key}: algorithm {it.algorithm!r} (kind ton) "
+                                 "needs verify.format: think")
+            if it.overrides.get("verify", {}).get("format", self.verify.format) != (
+                    self.verify.format):
+                raise ValueError(f"iterations.{key}.overrides.verify.format: the format is "
+                                 "the warm start's; set it for the whole pipeline")
+        if self.warmstart.thought_dropout and self.verify.format != "think":
+            raise ValueError("warmstart.thought_dropout needs verify.format: think (a thought "
+                             "to drop)")
         per_iteration = self.allocate.prompts_per_iteration
         if self.data.source == "builtin" and per_iteration > self.data.n_train:
             raise ValueError(f"allocate.prompts_per_iteration ({per_iteration}) exceeds "

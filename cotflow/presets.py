@@ -7,13 +7,16 @@ sample budget of params.yaml (allocate.prompts_per_iteration × allocate.n), so 
 at equal cost. Each also takes its paper's regime: one pass over the rollout batch in as many
 optimizer steps as the paper takes per rollout batch (PAPER_STEPS), and train.lr (LR, below).
 `raft` keeps params.yaml's regime, the default pipeline's measured one. A name in LOOPS
-stands for several iterations: `veripo` is grpo, veripo-dpo, grpo, veripo-dpo.
+stands for several iterations: `veripo` is grpo, veripo-dpo, grpo, veripo-dpo. A preset whose
+method starts from a warm start of its own (TON's thought dropout: WARM_STARTS) also sets
+the settings prepare reads for it, in place, comments kept.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -39,6 +42,9 @@ REFINES = frozenset({"critique-grpo"})
 SPO_STEPS, SPO_EPOCHS = 8, 2
 # SPO-tree: 128 edges per optimizer step, one pass over 512 (§2.5): 4 steps per iteration.
 SPO_TREE_STEPS = 4
+# TON trains with TRL 0.14, one step per rollout batch of 14 prompts; one step per iteration
+# here is Dr.GRPO's regime, measured weaker, so ton keeps grpo's 4 steps and rate.
+PAPER_STEPS["ton"] = 4
 # VerIPO's DPO stage: a global batch of 32 pairs, one pass (specs/algorithms-b.md §4.2).
 DPO_PAIRS_PER_STEP = 32
 # Learning rates of the presets at these steps, with params.yaml's 10-step warmup of each
@@ -54,6 +60,7 @@ LR: dict[str, float] = {
     # 1e-6 is for a 1.1B model).
     "spo": 3.0e-5, "spo-tree": 1.0e-4,  # spo-tree: 4 steps, as grpo's (not measured)
 }
+LR["ton"] = LR["grpo"]
 # preset -> (algorithms entry, G = 8 per prompt, extra overrides)
 PRESETS: dict[str, tuple[str, bool, dict[str, dict[str, Any]]]] = {
     "raft": ("raft", False, {}),
@@ -93,6 +100,19 @@ PRESETS: dict[str, tuple[str, bool, dict[str, dict[str, Any]]]] = {
 }
 # Presets that stand for several iterations: VerIPO's two GRPO → verifier → DPO loops.
 LOOPS: dict[str, list[str]] = {"veripo": ["grpo", "veripo-dpo", "grpo", "veripo-dpo"]}
+# TON (specs/algorithms-b.md §3) and its baseline: the same rewards, format and regime; the
+# warm starts differ only in thought dropout, the paper's comparison (§3.9).
+PRESETS["ton"] = ("ton", True, {})
+PRESETS["grpo-think"] = ("ton", True, {})
+# Presets with a warm start of their own: the params.yaml settings (section.key) that
+# prepare reads, which applying the preset sets. In TON's format level 4's longest target
+# is 71 characters (48 fits the \boxed{} one's 46): 80 new tokens hold it, its <eos> and a
+# few digits more.
+THINK = {"verify.format": "think", "sample.max_new_tokens": 80, "evaluate.max_new_tokens": 80}
+WARM_STARTS: dict[str, dict[str, Any]] = {
+    "ton": {**THINK, "warmstart.thought_dropout": 0.5},
+    "grpo-think": {**THINK, "warmstart.thought_dropout": 0.0},
+}
 
 
 def regime(algorithm: str, budget: int) -> dict[str, Any]:
@@ -169,9 +189,38 @@ def render_iterations(iterations: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def warm_start_of(names: list[str]) -> dict[str, Any]:
+    """The settings of the one warm start `names` need (none: {})."""
+    wanted = {n: WARM_STARTS[n] for n in names if n in WARM_STARTS}
+    if len({tuple(sorted(w.items())) for w in wanted.values()}) > 1:
+        raise ConfigError(f"presets {', '.join(wanted)} need different warm starts; a "
+                          "pipeline has one")
+    return next(iter(wanted.values()), {})
+
+
+def set_settings(text: str, settings: dict[str, Any], where: Path) -> str:
+    """`text` (params.yaml) with each `section.key: value` line set to its value, the
+    line's comment kept."""
+    for dotted, value in settings.items():
+        section, key = dotted.split(".")
+        start = re.search(rf"^{re.escape(section)}:.*$", text, re.M)
+        end = re.compile(r"^\S", re.M)
+        stop = end.search(text, start.end() + 1) if start else None
+        limit = stop.start() if stop else len(text)
+        line = re.compile(rf"^(  {re.escape(key)}:[ \t]*)([^#\n]*?)([ \t]*(?:#[^\n]*)?)$", re.M)
+        found = line.search(text, start.end(), limit) if start else None
+        if found is None:
+            raise ConfigError(f"{where}: no {dotted} setting to set")
+        shown = yaml.safe_dump(value, default_flow_style=True).removesuffix("\n...\n").strip()
+        text = text[:found.start(2)] + shown + text[found.end(2):]
+    return text
+
+
 def apply_preset(params: Path, names: list[str]) -> str:
     """Rewrite params.yaml's `iterations:` block (the last top-level key; everything above
-    it, comments included, is kept). Validated before the file is replaced."""
+    it, comments included, is kept) and, for presets with a warm start of their own
+    (WARM_STARTS), the settings prepare reads for it. Validated before the file is
+    replaced."""
     cfg = load_params(params)
     text = params.read_text()
     marker = "\niterations:"
@@ -181,6 +230,9 @@ def apply_preset(params: Path, names: list[str]) -> str:
     if any(line and not line[0].isspace() and not line.startswith("#")
            for line in tail.splitlines()[1:]):
         raise ConfigError(f"{params}: 'iterations:' must be the last top-level key")
+    warm = warm_start_of(names)
+    if warm:
+        head = set_settings(head, warm, params)  # none of them is what iterations_for reads
     block = render_iterations(iterations_for(cfg, names))
     new = head + "\n" + block
     fd, tmp = tempfile.mkstemp(dir=params.parent, prefix=f".{params.name}.")
@@ -192,4 +244,6 @@ def apply_preset(params: Path, names: list[str]) -> str:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+    if warm:
+        block = f"# warm start: {', '.join(f'{k}={v}' for k, v in warm.items())}\n" + block
     return block

@@ -263,6 +263,29 @@ def _log_critiques(client, run_id: str, it: IterationLayout) -> None:
     client.log_artifact(run_id, str(it.critiques), "critique")
 
 
+def _log_skip_ratio(client, run_ids: tuple[str, ...], layout: Layout, base: PipelineConfig,
+                    it: IterationLayout) -> None:
+    """TON's format: the skip ratio per level from the warm start to this iteration (PNG)."""
+    import tempfile
+
+    from cotflow.plots import draw_skip_ratio, skip_levels
+
+    keys = list(base.iterations)[:list(base.iterations).index(it.key) + 1]
+    points = [read_json(p) for p in [layout.base_metrics,
+                                     *(layout.iteration(k, base.iterations[k].prev).metrics
+                                       for k in keys)] if p.is_file()]
+    levels = skip_levels(points[-1])
+    if not levels:
+        return  # not TON's format
+    curves = {d: [(m.get(f"skip_ratio_difficulty_{d}", float("nan")), 0.0) for m in points]
+              for d in levels}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = draw_skip_ratio({f"skip ratio, up to iteration {it.key}": curves},
+                               Path(tmp) / "skip_ratio.png")
+        for run_id in run_ids:
+            client.log_artifact(run_id, str(path))
+
+
 def _changed(logged: dict[str, str], params: dict[str, str]) -> bool:
     """Whether a run that logged `logged` cannot take `params`: a value differs, or it shows
     a setting this run no longer has. Missing ones are fine: they are simply logged."""
@@ -324,6 +347,7 @@ def log_iteration(cfg: PipelineConfig, layout: Layout, it: IterationLayout, *,
     _log_budget(client, run_id, it)
     _log_critiques(client, run_id, it)
     _log_train_steps(client, run_id, it)
+    _log_skip_ratio(client, (run_id, parent), layout, base, it)
     evaluate_only = {k: v for k, v in metrics.items() if k.startswith(("evaluate/", "verify/"))}
     client.log_batch(parent, metrics=_metric_list(evaluate_only, step))
     client.log_artifact(parent, str(it.plot))

@@ -5,11 +5,11 @@ Shared by prepare (the warm start's metrics) and the evaluate stage (each iterat
 
 from __future__ import annotations
 
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 from cotflow.algorithms.metrics import pass_at_k
+from cotflow.algorithms.ton import completion_stats, per_level
 from cotflow.config import PipelineConfig
 from cotflow.verify.grade import CORRECT
 
@@ -17,7 +17,9 @@ from cotflow.verify.grade import CORRECT
 def evaluate_policy(cfg: PipelineConfig, policy: Path, problems: list[dict]
                     ) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
     """Greedy and sampled completions on `problems`, graded by the verifier pool:
-    (metrics, timing, one "evaluation" record per problem).
+    (metrics, timing, one "evaluation" record per problem). Accuracy and the greedy
+    completions' length are also given per difficulty level, and in TON's format the skip
+    ratio (overall and per level) and the share in format.
 
     Accuracy judges the final answer alone: `verify.check_steps` does not apply here. On
     the built-in task, `inconsistency_rate` is VerIPO's (specs/algorithms-b.md §4.8): the
@@ -37,24 +39,22 @@ def evaluate_policy(cfg: PipelineConfig, policy: Path, problems: list[dict]
                                    top_p=1.0, seed=cfg.seed + 1)
     golds = [p["answer"] for p in problems]
     with VerifierPool(workers=v.workers, timeout_s=v.timeout_s, memory_mb=v.memory_mb) as pool:
-        greedy_grades = pool.grade_many([(gold, c.text) for gold, c in zip(golds, greedy,
-                                                                             strict=True)])
+        greedy_grades = pool.grade_many(
+            [(gold, c.text) for gold, c in zip(golds, greedy, strict=True)], v.format)
         greedy_ok = [g.verdict == CORRECT for g in greedy_grades]
         repeated = [gold for gold in golds for _ in range(e.n_samples)]
         sampled_ok = [g.verdict == CORRECT for g in pool.grade_many(
-            [(gold, c.text) for gold, c in zip(repeated, sampled, strict=True)])]
+            [(gold, c.text) for gold, c in zip(repeated, sampled, strict=True)], v.format)]
+    levels = [p["difficulty"] for p in problems]
     metrics: dict[str, Any] = {
         "accuracy": round(sum(greedy_ok) / len(problems), 6),
-        "mean_completion_tokens": round(sum(c.num_tokens for c in greedy) / len(greedy), 4),
         "finished_fraction": round(sum(c.finished for c in greedy) / len(greedy), 6),
+        **per_level(levels, [float(ok) for ok in greedy_ok], "accuracy"),
+        **completion_stats(levels, [c.text for c in greedy], [c.num_tokens for c in greedy],
+                           think=v.format == "think"),
     }
     if cfg.data.source == "builtin":
         metrics["inconsistency_rate"] = _inconsistency(problems, greedy, greedy_grades, greedy_ok)
-    by_diff: dict[int, list[bool]] = defaultdict(list)
-    for p, ok in zip(problems, greedy_ok, strict=True):
-        by_diff[p["difficulty"]].append(ok)
-    for d, oks in sorted(by_diff.items()):
-        metrics[f"accuracy_difficulty_{d}"] = round(sum(oks) / len(oks), 6)
     n = e.n_samples
     for k in e.pass_k:  # k <= n_samples: checked when params.yaml is loaded
         scores = [pass_at_k(n, sum(sampled_ok[i * n:(i + 1) * n]), k)

@@ -25,7 +25,7 @@ def draw_curve(points: list[dict[str, Any]], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from cotflow.records import atomic_path
+    from cotflow.plots import save_figure
 
     fig, ax = plt.subplots(figsize=(5, 3.2), dpi=100)
     ax.plot([p["iteration"] for p in points], [100 * p["accuracy"] for p in points], "o-")
@@ -33,11 +33,7 @@ def draw_curve(points: list[dict[str, Any]], path: Path) -> Path:
     ax.set_ylabel("held-out greedy accuracy (%)")
     ax.set_xticks([p["iteration"] for p in points])
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def run(cfg: PipelineConfig, layout: Layout,

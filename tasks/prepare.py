@@ -1,5 +1,8 @@
 """prepare: data splits, the starting policy (tiny: built and warm-started here), its metrics.
 
+The warm start is SFT on the worked solutions in the verifier's format (verify.format), with
+TON's thought dropout there (cotflow/data/targets.py).
+
 Outputs: artifacts/base/{train,test}.parquet, policy/, metrics.json, evaluation.parquet.
 """
 
@@ -78,6 +81,7 @@ def check_context(cfg: PipelineConfig, tokenizer: Any, context: int,
 def run(cfg: PipelineConfig, layout: Layout) -> tuple[dict[str, Any], dict[str, Any]]:
     import torch
 
+    from cotflow.data.targets import sft_targets
     from models.drawing import format_prompt
     from models.evaluation import evaluate_policy
     from models.policy import build_tiny_policy, context_length, load_policy, save_policy
@@ -97,8 +101,9 @@ def run(cfg: PipelineConfig, layout: Layout) -> tuple[dict[str, Any], dict[str, 
         write_table(path, kind, [])
 
     w = cfg.warmstart
-    examples = [text_example(tokenizer, format_prompt(cfg, p["question"]), p["solution"])
-                for p in train if p["solution"]]
+    targets = sft_targets(train, cfg.verify.format, dropout=w.thought_dropout, seed=cfg.seed)
+    examples = [text_example(tokenizer, format_prompt(cfg, p["question"]), target)
+                for p, target, _ in targets]
     taught = refinement_examples(cfg, tokenizer, train, context_length(model, cfg))
     examples += taught
     sft: dict[str, Any] = {}
@@ -119,7 +124,9 @@ def run(cfg: PipelineConfig, layout: Layout) -> tuple[dict[str, Any], dict[str, 
     stats = {"train_problems": len(train), "test_problems": len(test),
              "warmstart/steps": w.steps if examples else 0,
              "warmstart/refinement_examples": len(taught),
-             "warmstart/final_loss": round(sft["loss"], 6) if sft else None}
+             "warmstart/final_loss": round(sft["loss"], 6) if sft else None,
+             "warmstart/thought_dropped_fraction": round(
+                 sum(d for *_, d in targets) / max(len(targets), 1), 6)}
     timing = {"warmstart/tokens_per_s": round(sft.get("tokens_per_s", 0.0), 1),
               "warmstart/seconds": round(sft.get("seconds", 0.0), 2),
               **eval_timing}
@@ -157,10 +164,12 @@ def _checkpointer(cfg: PipelineConfig, layout: Layout):
     """Resume point of the warm start, keyed to everything its result reads."""
     import models.torch_trainer
     from cotflow.algorithms import losses
+    from cotflow.data import targets
     from models.checkpoint import Checkpointer, fingerprint
 
     config = {k: getattr(cfg, k).model_dump() for k in ("data", "model", "warmstart", "critique")}
-    config.update(seed=cfg.seed, threads=cfg.threads)
-    files = [layout.train_set, __file__, models.torch_trainer.__file__, losses.__file__]
+    config.update(seed=cfg.seed, threads=cfg.threads, format=cfg.verify.format)
+    files = [layout.train_set, __file__, models.torch_trainer.__file__, losses.__file__,
+             targets.__file__]
     return Checkpointer.for_stage(layout.base, "warmstart", cfg.warmstart.checkpoint_every,
                                   fingerprint(config, files))

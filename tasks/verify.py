@@ -6,6 +6,8 @@ per-answer time limit. Output: verdicts.parquet (verdict, reward, extracted answ
 the built-in task a tiny model often lands on the right number through two errors that
 cancel, and training on such samples teaches it wrong arithmetic. The grading itself is
 cotflow/verify/scoring.py's, shared with allocate's GVM probe and sample's refill.
+Stats also give the reward and completion length per difficulty level, and in TON's format
+(verify.format think) the skip ratio per level: where the policy drops its working.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import time
 from collections import Counter
 from typing import Any
 
+from cotflow.algorithms.ton import completion_stats, per_level
 from cotflow.config import PipelineConfig
 from cotflow.layout import IterationLayout, Layout
 from cotflow.records import read_table, write_table
@@ -41,9 +44,14 @@ def run(cfg: PipelineConfig, layout: Layout,
               if is_correct(r)}
     n = max(len(grades), 1)
     prompts = max(len(set(samples["prompt_id"])), 1)
+    levels = [problems[pid]["difficulty"] for pid in samples["prompt_id"]]
     stats = {"mean_reward": round(sum(rewards) / n, 6),
              "wrong_step_fraction": round(sum(wrong_steps) / n, 6),
              "prompts_solved_fraction": round(len(solved) / prompts, 6),
              **{f"{k}_fraction": round(counts[k] / n, 6)
-                for k in ("correct", "incorrect", "unparseable", "timeout")}}
+                for k in ("correct", "incorrect", "unparseable", "timeout")},
+             **per_level(levels, rewards, "mean_reward"),
+             **completion_stats(levels, samples["completion"], samples["num_tokens"],
+                                think=cfg.verify.format == "think")}
     return stats, {"verify/answers_per_s": round(len(grades) / seconds, 1) if seconds else 0.0}
+

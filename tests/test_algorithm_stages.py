@@ -119,20 +119,26 @@ def test_dpo_pairs_are_correct_over_incorrect(ws):
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_each_preset_runs_end_to_end(ws, preset):
-    apply_preset(ws / "params.yaml", [preset])
-    cfg = load_params(ws / "params.yaml")
-    assert cfg.iterations["001"].algorithm == PRESETS[preset][0]
-    for stage in ("allocate", "sample", "verify", "critique", "judge", "train", "evaluate"):
-        stats = run_stage(stage, "1", ws, ws / "params.yaml")
-    assert 0 <= stats["accuracy"] <= 1
-    it = iteration_layout(cfg, ws, "001")
-    assert read_json(it.metrics)["iteration"] == 1
-    samples = read_table(it.samples, "samples")
-    reuses = PRESETS[preset][0] == "veripo"  # judges the previous iteration's rollouts
-    refined = read_table(it.critiques, "critiques")  # Critique-GRPO's refinements count too
-    sampled = len(samples["prompt_id"]) + len(refined["prompt_id"])
-    # the micro budget: 16 prompts × 4
-    assert len(samples["prompt_id"]) == 0 if reuses else sampled >= 64
+    params = (ws / "params.yaml").read_text()
+    try:
+        # TON's presets also set their warm start's settings (the format): not for the next.
+        apply_preset(ws / "params.yaml", [preset])
+        cfg = load_params(ws / "params.yaml")
+        assert cfg.iterations["001"].algorithm == PRESETS[preset][0]
+        for stage in ("allocate", "sample", "verify", "critique", "judge", "train",
+                      "evaluate"):
+            stats = run_stage(stage, "1", ws, ws / "params.yaml")
+        assert 0 <= stats["accuracy"] <= 1
+        it = iteration_layout(cfg, ws, "001")
+        assert read_json(it.metrics)["iteration"] == 1
+        samples = read_table(it.samples, "samples")
+        reuses = PRESETS[preset][0] == "veripo"  # judges the previous iteration's rollouts
+        refined = read_table(it.critiques, "critiques")  # Critique-GRPO's refinements too
+        sampled = len(samples["prompt_id"]) + len(refined["prompt_id"])
+        # the micro budget: 16 prompts × 4
+        assert len(samples["prompt_id"]) == 0 if reuses else sampled >= 64
+    finally:
+        (ws / "params.yaml").write_text(params)
 
 
 def test_preset_keeps_the_sample_budget_and_comments(ws, capsys):
@@ -150,3 +156,42 @@ def test_preset_keeps_the_sample_budget_and_comments(ws, capsys):
     assert main(["--root", str(ws), "preset", "ppo"]) == 2
     assert "preset 'ppo': unknown" in capsys.readouterr().err
     assert (ws / "params.yaml").read_text() == after  # a refused preset writes nothing
+
+
+def test_ton_verifies_and_trains_on_its_format(ws):
+    """verify reads the <answer> of TON's format and reports skips per level; ton trains
+    on accuracy + format."""
+    from cotflow.data.targets import think_target
+
+    params = (ws / "params.yaml").read_text()
+    raw = yaml.safe_load(params)
+    raw["verify"]["format"] = "think"
+    raw["iterations"] = {"001": {"algorithm": "ton", "prev": "base"}}
+    (ws / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    try:
+        it = iteration_layout(load_params(ws / "params.yaml"), ws, "001")
+        samples = []
+        for i, p in enumerate(rows_of(read_table(Layout(ws).train_set, "problems"))[:12]):
+            for j in range(4):  # thoughts dropped in half; 0 to 4 right answers
+                answer = p["answer"] if j < i % 5 else str(int(p["answer"]) + 1)
+                text = think_target(p["solution"], answer, drop=j % 2 == 0)
+                samples.append(sample_row(p["id"], j, p["question"] + "\n",
+                                          text if j != 3 else answer))  # one has no tags
+        write_table(it.samples, "samples", samples)
+        verified = run_stage("verify", "1", ws, ws / "params.yaml")
+        right = sum(j < i % 5 for i in range(12) for j in range(4) if j != 3)
+        assert verified["correct_fraction"] == pytest.approx(right / 48, abs=1e-6)
+        assert verified["skip_ratio"] == 0.5 and verified["format_fraction"] == 0.75
+        assert verified["skip_ratio_difficulty_1"] == 0.5
+        run_stage("critique", "1", ws, ws / "params.yaml")
+        run_stage("judge", "1", ws, ws / "params.yaml")
+        stats = run_stage("train", "1", ws, ws / "params.yaml")
+        assert stats["kind"] == "ton" and stats["skip_ratio"] == 0.5
+        assert stats["format_fraction"] == 0.75 and stats["optimizer_steps"] >= 1
+        # The format reward splits groups that accuracy alone leaves uniform (the tagless one).
+        assert stats["shaped_zero_variance_share"] == 0 < stats["zero_variance_share"]
+        before = load_file(it.prev_policy / "model.safetensors")
+        after = load_file(it.policy / "model.safetensors")
+        assert not [k for k in before if not (before[k] != after[k]).any()]
+    finally:
+        (ws / "params.yaml").write_text(params)

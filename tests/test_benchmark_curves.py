@@ -74,3 +74,38 @@ def test_gvm_arms_are_valid_params_with_one_budget(tmp_path: Path) -> None:
             assert it.train.epochs == 1
         assert reference is None or reference in ARMS
     assert budgets == {64 * 8}
+
+
+def test_claims_ton_arms_length_row_and_warm_starts(tmp_path) -> None:
+    import json
+
+    from claims import CLAIMS, estimate, levels_report, warm_start_groups
+
+    assert warm_start_groups(["grpo", "ton", "grpo-think", "nft"]) == {
+        (): ["grpo", "nft"],
+        tuple(sorted({"verify.format": "think", "sample.max_new_tokens": 80,
+                      "evaluate.max_new_tokens": 80,
+                      "warmstart.thought_dropout": 0.5}.items())): ["ton"],
+        tuple(sorted({"verify.format": "think", "sample.max_new_tokens": 80,
+                      "evaluate.max_new_tokens": 80,
+                      "warmstart.thought_dropout": 0.0}.items())): ["grpo-think"]}
+    # Two seeds: TON's last-iteration lengths 30 and 20 against GRPO's 60 and 50.
+    for seed, (ton, base) in enumerate([(30.0, 60.0), (20.0, 50.0)]):
+        for arm, tokens in (("ton", ton), ("grpo-think", base)):
+            run = tmp_path / f"seed-{seed}" / arm
+            (run / "artifacts").mkdir(parents=True)
+            (run / "params.yaml").write_text(yaml.safe_dump(
+                {"iterations": {"001": {}}}))
+            for folder, skip in (("base", 0.5), ("iter-001", 0.25 + 0.5 * seed)):
+                (run / "artifacts" / folder).mkdir()
+                (run / "artifacts" / folder / "metrics.json").write_text(json.dumps({
+                    "mean_completion_tokens": tokens, "accuracy_difficulty_1": 0.5,
+                    "mean_completion_tokens_difficulty_1": tokens,
+                    "skip_ratio_difficulty_1": skip}))
+    claim = next(c for c in CLAIMS if c.kind == "length")
+    ours, detail = estimate(claim, tmp_path, [0, 1])
+    assert ours.mean == pytest.approx(-55.0) and ours.se == pytest.approx(5.0)  # -50, -60 %
+    assert detail == "-50.0 %, -60.0 %"
+    lines = levels_report(tmp_path, [0, 1], ["ton"])
+    assert lines[1].endswith("level 1:  50.0 ± 0.0 %,  25.0 ± 5.0 tokens; skip 0.50±0.00 0.50±0.25")
+    assert (tmp_path / "ton_skip_ratio.png").read_bytes().startswith(b"\x89PNG")

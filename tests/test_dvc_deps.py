@@ -61,6 +61,8 @@ def closure(start: list[Path]) -> set[Path]:
         if path in seen:
             continue
         seen.add(path)
+        if path.relative_to(ROOT).as_posix() in NOT_RESULTS:
+            continue  # what only reporting imports (figures for MLflow) changes no artifact
         todo.extend(imported_files(path) - seen)
         if path.name != "__init__.py" and (path.parent / "__init__.py").is_file():
             todo.append(path.parent / "__init__.py")  # importing a module runs its package's

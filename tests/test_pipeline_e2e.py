@@ -267,6 +267,57 @@ def test_spo_iteration_through_dvc_and_mlflow(tmp_path_factory):
     assert {"sample@001", "train@001"} <= set(ran) and "prepare" not in ran
 
 
+def test_ton_iteration_through_dvc_and_mlflow(tmp_path_factory):
+    """A thought-dropout warm start and a ton iteration on two levels: the skip ratio,
+    length and accuracy per level reach `dvc metrics` and MLflow, and the dropout is a
+    setting of prepare's."""
+    from mlflow.tracking import MlflowClient
+
+    raw = micro_params()
+    raw["data"]["difficulties"] = [1, 2]
+    raw["warmstart"]["thought_dropout"] = 0.5
+    raw["verify"]["format"] = "think"
+    # Level 2's longest target in TON's format is 53 characters, then <eos>.
+    raw["sample"]["max_new_tokens"] = raw["evaluate"]["max_new_tokens"] = 56
+    raw["iterations"] = {"001": {"algorithm": "ton", "prev": "base"}}
+    ws = make_workspace(tmp_path_factory.mktemp("ton"), raw)
+    env = _env(ws)
+    _dvc(ws, env, "repro")
+    assert json.loads(_dvc(ws, env, "status", "--json").stdout) == {}
+    prepared = json.loads((ws / "artifacts/base/stats/prepare.json").read_text())
+    assert 0.4 < prepared["warmstart/thought_dropped_fraction"] < 0.6
+    shown = json.loads(_dvc(ws, env, "metrics", "show", "--json").stdout)
+    data = next(iter(shown.values()))["data"]
+    per_level = [f"{m}_difficulty_{d}" for m in ("skip_ratio", "mean_completion_tokens",
+                                                  "accuracy") for d in (1, 2)]
+    for folder in ("base", "iter-001"):
+        metrics = data[f"artifacts/{folder}/metrics.json"]["data"]
+        assert all(0 <= metrics[k] <= 56 for k in ["skip_ratio", *per_level]), metrics
+    verified = data["artifacts/iter-001/stats/verify.json"]["data"]
+    assert {"skip_ratio", "format_fraction", "skip_ratio_difficulty_2"} <= set(verified)
+    trained = data["artifacts/iter-001/stats/train.json"]["data"]
+    assert trained["kind"] == "ton" and trained["examples"] == 64
+    client = MlflowClient(f"sqlite:///{ws / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("cotflow")
+    child = next(r for r in client.search_runs([exp.experiment_id])
+                 if r.data.tags.get("cotflow.iteration") == "001")
+    assert child.data.params["kind"] == "ton" and child.data.params["verify.format"] == "think"
+    assert child.data.params["algorithms.ton.format_weight"] == "1.0"
+    for name in ("evaluate/skip_ratio_difficulty_1", "verify/skip_ratio", "train/skip_ratio",
+                 "evaluate/mean_completion_tokens_difficulty_2"):
+        assert name in child.data.metrics, name
+    parent = client.get_run(child.data.tags["mlflow.parentRunId"])
+    history = client.get_metric_history(parent.info.run_id, "evaluate/skip_ratio")
+    assert sorted(m.step for m in history) == [0, 1]  # the warm start's and iteration 1's
+    for run_id in (child.info.run_id, parent.info.run_id):
+        assert "skip_ratio.png" in {a.path for a in client.list_artifacts(run_id)}
+
+    # The dropout is the warm start's: changing it makes prepare, and all after it, stale.
+    raw["warmstart"]["thought_dropout"] = 0.0
+    (ws / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    assert "prepare" in json.loads(_dvc(ws, env, "status", "--json").stdout)
+
+
 def test_every_trained_parameter_changed(repro_ws):
     ws, _ = repro_ws
     base = load_file(ws / "artifacts/base/policy/model.safetensors")

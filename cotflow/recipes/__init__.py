@@ -10,6 +10,7 @@ become training examples and which objective trains them.
     veripo    veripo.py          VerIPO: DPO on a rollout-aware verifier's pairs
     spo       spo.py             SPO-chain: segment advantages from the sample stage's MC values
     spo-tree  spo_tree.py        SPO-tree: one example per edge of the sample stage's trees
+    ton       ton.py             GRPO on accuracy + format rewards (TON's think-or-not)
 
 A params.yaml `algorithms` entry names its `kind`; the recipe's `Settings` validate it
 (cotflow/algorithm_config.py builds the union from this registry). Adding a kind is a
@@ -40,13 +41,14 @@ from cotflow.recipes import (
     raft_plus_plus,
     spo,
     spo_tree,
+    ton,
     veripo,
 )
 from cotflow.recipes.base import Recipe
 
 RECIPES: dict[str, Recipe] = {r.kind: r for r in (
     raft.RECIPE, raft_plus_plus.RECIPE, grpo.RECIPE, nft.RECIPE, dpo.RECIPE,
-    critique_grpo.RECIPE, veripo.RECIPE, spo.RECIPE, spo_tree.RECIPE)}
+    critique_grpo.RECIPE, veripo.RECIPE, spo.RECIPE, spo_tree.RECIPE, ton.RECIPE)}
 
 
 def recipe_for(kind: str) -> Recipe:

@@ -168,10 +168,15 @@ def objective(s: Settings, loss_constant: float):
 
 
 def plan(s: Settings, inputs: Inputs) -> TrainingPlan:
+    return plan_on(s, inputs, shaped_rewards(inputs.rollouts, reward_incorrect=s.reward_incorrect,
+                                             overlong_cache=s.overlong_cache,
+                                             max_new_tokens=inputs.max_new_tokens))
+
+
+def plan_on(s: Settings, inputs: Inputs, rewards: Sequence[float]) -> TrainingPlan:
+    """Steps 2-5 on per-rollout `rewards`: what a recipe with rewards of its own (ton)
+    shares with grpo."""
     rows = inputs.rollouts
-    rewards = shaped_rewards(rows, reward_incorrect=s.reward_incorrect,
-                             overlong_cache=s.overlong_cache,
-                             max_new_tokens=inputs.max_new_tokens)
     scales, se_stats = _seed_scales(s, inputs) if s.semantic_entropy else (None, {})
     examples, stats = group_examples(rows, rewards, std=s.advantage_std, eps=s.std_eps,
                                      drop_uniform=s.drop_uniform_groups, scales=scales)

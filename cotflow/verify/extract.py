@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["extract_boxed", "parse_reference_answer"]
+__all__ = ["FORMATS", "extract_answer", "extract_boxed", "parse_reference_answer"]
+
+# How a completion states its answer (params.yaml verify.format): the last \\boxed{}, or
+# TON's <think>…</think><answer>…</answer> (cotflow/verify/think.py).
+FORMATS = ("boxed", "think")
 
 # One token per match: a box opener, an escaped char (\{ \} \\ are literal text in LaTeX,
 # not grouping braces), or a bare grouping brace. Order matters: openers before escapes.
@@ -51,6 +55,17 @@ def extract_boxed(text: str) -> str | None:
     if open_boxes:
         return None
     return None if last is None else text[last[0] : last[1]]
+
+
+def extract_answer(text: str, fmt: str = "boxed") -> str | None:
+    """The answer a completion written in format `fmt` states, or None."""
+    if fmt == "boxed":
+        return extract_boxed(text)
+    if fmt == "think":
+        from cotflow.verify.think import answer_of
+
+        return answer_of(text)
+    raise ValueError(f"answer format {fmt!r}: expected one of {FORMATS}")
 
 
 def parse_reference_answer(text: str) -> str:

@@ -23,7 +23,7 @@ from fractions import Fraction
 from functools import lru_cache
 from typing import Any
 
-from cotflow.verify.extract import extract_boxed
+from cotflow.verify.extract import extract_answer
 
 __all__ = [
     "CORRECT",
@@ -166,14 +166,18 @@ def _fast_grade(gold: str, pred: str) -> Grade | None:
     return None  # close to a decimal: math-verify's rounding credit decides
 
 
-def triage(gold: str, completion: str) -> Grade | str:
+def triage(gold: str, completion: str, fmt: str = "boxed") -> Grade | str:
     """Cheap part of grading: a final Grade, or the extracted answer still to be verified.
+    `fmt` says where the answer is (``extract_answer``).
 
     Runs in linear time in ``len(completion)``, so the pool parent can call it inline.
     """
-    pred = extract_boxed(completion)
+    pred = extract_answer(completion, fmt)
     if pred is None:
         return Grade(UNPARSEABLE, None)
+    if fmt != "boxed" and not _balanced(pred):
+        # Re-boxed for math-verify, a tagged "1}" would read as 1.
+        return Grade(UNPARSEABLE, pred[:_EXTRACTED_CHARS])
     fast = _fast_grade(gold, pred)
     return pred if fast is None else fast
 
@@ -233,13 +237,14 @@ def _math_verify_grade(gold: str, pred: str) -> Grade:
     return Grade(CORRECT if ok else INCORRECT, shown)
 
 
-def grade_answer(gold: str, completion: str) -> Grade:
-    """Grade the last ``\\boxed{}`` answer of ``completion`` against ``gold``.
+def grade_answer(gold: str, completion: str, fmt: str = "boxed") -> Grade:
+    """Grade the answer of ``completion`` (its last ``\\boxed{}``, or in format `fmt`)
+    against ``gold``.
 
     Thread-safe and signal-free, but has no time limit of its own: use ``VerifierPool``
     for untrusted completions.
     """
-    first = triage(gold, completion)
+    first = triage(gold, completion, fmt)
     return first if isinstance(first, Grade) else grade_extracted(gold, first)
 
 

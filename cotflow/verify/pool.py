@@ -170,19 +170,20 @@ class VerifierPool:
             else:
                 w.kill()
 
-    def grade_many(self, pairs: Sequence[tuple[str, str]]) -> list[Grade]:
-        """Grades in input order. Items over ``timeout_s`` get TIMEOUT; crashes UNPARSEABLE."""
+    def grade_many(self, pairs: Sequence[tuple[str, str]], fmt: str = "boxed") -> list[Grade]:
+        """Grades of (gold, completion) pairs in input order, the answers read in format
+        `fmt`. Items over ``timeout_s`` get TIMEOUT; crashes UNPARSEABLE."""
         results: list[Grade | None] = [None] * len(pairs)
         pending: deque[_Item] = deque()
         for i, (gold, completion) in enumerate(pairs):
-            first = triage(gold, completion)
+            first = triage(gold, completion, fmt)
             if isinstance(first, Grade):
                 results[i] = first
             else:
                 pending.append((i, gold, first))
         if pending and self.workers == 0:
             for i, gold, _ in pending:
-                results[i] = grade_answer(gold, pairs[i][1])
+                results[i] = grade_answer(gold, pairs[i][1], fmt)
         elif pending:
             self._start()
             try:

@@ -17,13 +17,16 @@ def rewards_of(v: VerifyConfig, pool: VerifierPool, golds: Sequence[str],
     """Grades, rewards and wrong-step flags of completions against their gold answers.
 
     The reward is 1 for a correct answer, except that with `v.check_steps` a correct answer
-    reached through a wrong `x op y = z` step earns 0 (see tasks/verify.py)."""
+    reached through a wrong `x op y = z` step earns 0 (see tasks/verify.py). The answer
+    is read in `v.format`; in TON's, the step check reads the text between the tags."""
     from cotflow.data.arithmetic import steps_consistent
     from cotflow.verify.grade import CORRECT
+    from cotflow.verify.think import without_tags
 
-    grades = pool.grade_many(list(zip(golds, completions, strict=True)))
+    grades = pool.grade_many(list(zip(golds, completions, strict=True)), v.format)
     correct = [g.verdict == CORRECT for g in grades]
-    wrong_steps = [ok and v.check_steps and not steps_consistent(text)
+    lines = without_tags if v.format == "think" else str
+    wrong_steps = [ok and v.check_steps and not steps_consistent(lines(text))
                    for ok, text in zip(correct, completions, strict=True)]
     rewards = [1.0 if ok and not bad else 0.0
                for ok, bad in zip(correct, wrong_steps, strict=True)]
