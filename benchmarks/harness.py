@@ -24,10 +24,16 @@ STAGES = ("allocate", "sample", "verify", "critique", "judge", "train", "evaluat
 def run_arm(root: Path, params: dict[str, Any],
             base_from: Path | None) -> list[tuple[int, float]]:
     """Run the warm start (or copy `base_from`) and every iteration of `params` in `root`;
-    return `curve_of(root)`."""
+    return `curve_of(root)`. A run already finished there with these params is kept (a
+    benchmark run again continues where it stopped); a half-done one starts over."""
     from tasks.common import run_stage
 
-    root.mkdir(parents=True, exist_ok=True)
+    folders = ["base", *(f"iter-{key}" for key in params["iterations"])]
+    last = root / "artifacts" / folders[-1] / "metrics.json"
+    if last.exists() and yaml.safe_load((root / "params.yaml").read_text()) == params:
+        return curve_of(root)
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     if base_from is None:
         run_stage("prepare", None, root, root / "params.yaml")
