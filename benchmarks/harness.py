@@ -9,6 +9,7 @@ probe (reused probe samples cost nothing) and the critique stage's refinements.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import shutil
 import statistics
 import time
@@ -173,7 +174,10 @@ def run_jobs(top: Path, jobs: dict[tuple[int, str], dict[str, Any]], processes: 
     if processes > 1:
         if warm_start is None:
             raise ValueError("parallel arms need a shared warm start (--warm-start)")
-        with ProcessPoolExecutor(processes) as pool:
+        # Spawned, not forked: a fork would inherit this process's verifier forkserver (a
+        # warm start prepared here starts one), which is not the child's to use.
+        with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")
+                                 ) as pool:
             futures = {job: pool.submit(_timed_arm, top / f"seed-{job[0]}" / job[1], params,
                                         warm_start) for job, params in jobs.items()}
             return {job: f.result() for job, f in futures.items()}
