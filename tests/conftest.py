@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from functools import cache
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from cotflow.env import apply_defaults
+from cotflow.workspace import make_workspace
 
 ROOT = Path(__file__).resolve().parents[1]
 MICRO = ROOT / "tests" / "data" / "params.micro.yaml"
@@ -22,6 +25,40 @@ def micro_params(**section_updates: dict) -> dict:
     for section, values in section_updates.items():
         raw[section].update(values)
     return raw
+
+
+@pytest.fixture(scope="session")
+def finished_micro(tmp_path_factory, worker_id: str) -> Path:
+    """The micro pipeline after one `dvc repro`, made once per test session (pytest-xdist's
+    workers share it: the first makes it, the others wait for it). Read it, or copy it
+    (copy_workspace) to change a setting and let DVC rerun only what the change touches:
+    what a user does, and a fraction of a fresh pipeline's cost per test."""
+    from filelock import FileLock
+
+    from tests.test_pipeline_e2e import _dvc, _env
+
+    # Under xdist each worker has its own basetemp; their parent is this session's.
+    shared = tmp_path_factory.getbasetemp()
+    shared = shared if worker_id == "master" else shared.parent
+    ws, done = shared / "finished-micro", shared / "finished-micro.done"
+    with FileLock(str(shared / "finished-micro.lock")):
+        if not done.exists():
+            shutil.rmtree(ws, ignore_errors=True)  # a worker that failed mid-way left it
+            ws.mkdir()
+            make_workspace(ws, micro_params())
+            _dvc(ws, _env(ws), "repro")
+            done.touch()
+    return ws
+
+
+def copy_workspace(src: Path, dest: Path, params: dict | None = None) -> Path:
+    """A copy of workspace `src` at `dest` (DVC's cache and lock with it), without its MLflow
+    store, so that a test sees the runs it made only; `params` replace params.yaml."""
+    shutil.copytree(src, dest, symlinks=True,
+                    ignore=shutil.ignore_patterns("mlflow.db", "mlartifacts", ".prefect"))
+    if params is not None:
+        (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return dest
 
 
 def preset_params_file(path: Path, raw: dict, presets: list[str] | None = None,

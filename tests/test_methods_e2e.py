@@ -11,24 +11,23 @@ import yaml
 
 from cotflow.workspace import make_workspace
 from tests.conftest import micro_params
-from tests.test_pipeline_e2e import _dvc, _env, _fresh_repro, _lock_outs, _ran
+from tests.test_pipeline_e2e import _changed_repro, _dvc, _env, _lock_outs, _ran
 
 pytestmark = pytest.mark.slow
 
 
-def test_critique_grpo_iteration_through_dvc_and_mlflow(tmp_path_factory):
-    """Iteration 002 is Critique-GRPO with the built-in task's step critic: its critiques and
-    refinements are a DVC output of the critique stage, its groups train with a refinement
-    each, and MLflow gets its rates, critique type and table."""
+def test_critique_grpo_iteration_through_dvc_and_mlflow(finished_micro, tmp_path_factory):
+    """Iteration 002 becomes Critique-GRPO with the built-in task's step critic: its
+    critiques and refinements are a DVC output of the critique stage, its groups train with
+    a refinement each, and MLflow gets its rates, critique type and table."""
     from mlflow.tracking import MlflowClient
 
     from cotflow.records import read_table
 
     raw = micro_params()
-    raw["warmstart"]["refinement_examples"] = 90
     raw["iterations"]["002"] = {"algorithm": "critique-grpo", "prev": "iter-001", "overrides": {
         "algorithms": {"critique-grpo": {"critique": "cot"}}}}
-    ws, env = _fresh_repro(tmp_path_factory, "critique", raw)
+    ws, env = _changed_repro(finished_micro, tmp_path_factory, "critique", raw)
     assert ("artifacts/iter-002/critiques.parquet" in
             [p for p, _ in _lock_outs(ws)["critique@002"]])
     critiques = read_table(ws / "artifacts/iter-002/critiques.parquet", "critiques")
@@ -69,7 +68,8 @@ def test_veripo_loop_through_dvc_and_mlflow(tmp_path_factory):
     from cotflow.records import read_table
 
     # A longer warm start than the micro one's, so that some GRPO rollouts are good ones
-    # and the DPO iteration has pairs to train (10 here).
+    # and the DPO iteration has pairs to train (10 here). From the micro pipeline's
+    # iteration 002 instead, 4 of 256 GRPO rollouts were rewarded and none consistent.
     ws = make_workspace(tmp_path_factory.mktemp("veripo"),
                         micro_params(warmstart={"steps": 400}))
     apply_preset(ws / "params.yaml", ["grpo", "veripo-dpo"])
@@ -108,26 +108,23 @@ def test_veripo_loop_through_dvc_and_mlflow(tmp_path_factory):
     assert not {"prepare", "sample@001", "train@001", "judge@001"} & set(ran)
 
 
-def test_spo_iteration_through_dvc_and_mlflow(tmp_path_factory):
-    """An spo-chain iteration: the sample stage's MC values are DVC outputs that train
-    reads, their figures reach MLflow, and only SPO's sampling knobs resample."""
+def test_spo_iteration_through_dvc_and_mlflow(finished_micro, tmp_path_factory):
+    """Iteration 002 becomes spo-chain: the sample stage's MC values are DVC outputs that
+    train reads, their figures reach MLflow, and only SPO's sampling knobs resample."""
     from mlflow.tracking import MlflowClient
 
     raw = micro_params()
-    raw["iterations"] = {"001": {"algorithm": "spo", "prev": "base"}}
-    ws = make_workspace(tmp_path_factory.mktemp("spo"), raw)
-    env = _env(ws)
-    _dvc(ws, env, "repro")
-    assert json.loads(_dvc(ws, env, "status", "--json").stdout) == {}
-    outs = [p for p, _ in _lock_outs(ws)["sample@001"]]
-    assert {"artifacts/iter-001/values.parquet", "artifacts/iter-001/continuations.parquet"
+    raw["iterations"]["002"] = {"algorithm": "spo", "prev": "iter-001"}
+    ws, env = _changed_repro(finished_micro, tmp_path_factory, "spo", raw)
+    outs = [p for p, _ in _lock_outs(ws)["sample@002"]]
+    assert {"artifacts/iter-002/values.parquet", "artifacts/iter-002/continuations.parquet"
             } <= set(outs)
     lock = yaml.safe_load((ws / "dvc.lock").read_text())["stages"]
-    assert "artifacts/iter-001/values.parquet" in [d["path"] for d in lock["train@001"]["deps"]]
+    assert "artifacts/iter-002/values.parquet" in [d["path"] for d in lock["train@002"]["deps"]]
     client = MlflowClient(f"sqlite:///{ws / 'mlflow.db'}")
     exp = client.get_experiment_by_name("cotflow")
     child = next(r for r in client.search_runs([exp.experiment_id])
-                 if r.data.tags.get("cotflow.iteration") == "001")
+                 if r.data.tags.get("cotflow.iteration") == "002")
     assert child.data.metrics["sample/mc_samples"] > 0
     assert 0 < child.data.metrics["train/masked_token_share"] < 1
 
@@ -137,7 +134,8 @@ def test_spo_iteration_through_dvc_and_mlflow(tmp_path_factory):
     raw["sample"]["segments"]["rollouts"] = 2
     (ws / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     ran = _ran(_dvc(ws, env, "repro").stdout)
-    assert {"sample@001", "train@001"} <= set(ran) and "prepare" not in ran
+    assert {"sample@002", "train@002"} <= set(ran)
+    assert not {"prepare", "sample@001", "train@001"} & set(ran)
 
 
 def test_ton_iteration_through_dvc_and_mlflow(tmp_path_factory):

@@ -1,21 +1,19 @@
-"""The two-iteration micro pipeline end to end through real DVC, Prefect and MLflow."""
+"""The two-iteration micro pipeline end to end through real DVC and MLflow (through Prefect:
+tests/test_flow_e2e.py)."""
 
 from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 from safetensors.torch import load_file
 
-from cotflow.workspace import make_workspace
-from tests.conftest import frozen_pid, micro_params
+from tests.conftest import copy_workspace, micro_params
 
 pytestmark = pytest.mark.slow
 STAGES = ["prepare"] + [f"{s}@{k}" for k in ("001", "002") for s in
@@ -47,15 +45,14 @@ def _lock_outs(ws: Path) -> dict[str, list]:
 
 
 @pytest.fixture(scope="module")
-def repro_ws(tmp_path_factory) -> tuple[Path, dict[str, str]]:
-    ws = make_workspace(tmp_path_factory.mktemp("repro"), micro_params())
-    env = _env(ws)
-    _dvc(ws, env, "repro")
-    return ws, env
+def repro_ws(finished_micro, tmp_path_factory) -> tuple[Path, dict[str, str]]:
+    """A copy of the finished micro pipeline, for tests that change it."""
+    ws = copy_workspace(finished_micro, tmp_path_factory.mktemp("repro") / "ws")
+    return ws, _env(ws)
 
 
-def test_lock_and_status_after_repro(repro_ws):
-    ws, env = repro_ws
+def test_lock_and_status_after_repro(finished_micro):
+    ws, env = finished_micro, _env(finished_micro)
     lock = yaml.safe_load((ws / "dvc.lock").read_text())["stages"]
     assert sorted(lock) == sorted(STAGES)
     assert json.loads(_dvc(ws, env, "status", "--json").stdout) == {}
@@ -101,16 +98,18 @@ def _ran(stdout: str) -> list[str]:
     return [line.split("'")[1] for line in stdout.splitlines() if line.startswith("Running stage")]
 
 
-def _fresh_repro(tmp_path_factory, name: str, raw: dict) -> tuple[Path, dict[str, str]]:
-    """A workspace of `raw` params after one `dvc repro`, which leaves nothing stale."""
-    ws = make_workspace(tmp_path_factory.mktemp(name), raw)
+def _changed_repro(finished: Path, tmp_path_factory, name: str,
+                   raw: dict) -> tuple[Path, dict[str, str]]:
+    """A copy of the finished micro pipeline with `raw` params after one `dvc repro`, which
+    reruns what the change touches and leaves nothing stale."""
+    ws = copy_workspace(finished, tmp_path_factory.mktemp(name) / "ws", raw)
     env = _env(ws)
     _dvc(ws, env, "repro")
     assert json.loads(_dvc(ws, env, "status", "--json").stdout) == {}
     return ws, env
 
 
-def test_gvm_iteration_through_dvc_and_mlflow(tmp_path_factory):
+def test_gvm_iteration_through_dvc_and_mlflow(finished_micro, tmp_path_factory):
     """Iteration 002 allocates by GVM: its budget is an output, its histograms reach MLflow,
     and a GVM knob leaves iteration 001's (uniform) samples alone."""
     from mlflow.tracking import MlflowClient
@@ -119,7 +118,7 @@ def test_gvm_iteration_through_dvc_and_mlflow(tmp_path_factory):
 
     raw = micro_params()
     raw["iterations"]["002"]["overrides"] = {"allocate": {"method": "gvm"}}
-    ws, env = _fresh_repro(tmp_path_factory, "gvm", raw)
+    ws, env = _changed_repro(finished_micro, tmp_path_factory, "gvm", raw)
     assert ("artifacts/iter-002/budget.parquet" in
             [p for p, _ in _lock_outs(ws)["allocate@002"]])
     budget = read_table(ws / "artifacts/iter-002/budget.parquet", "budget")
@@ -143,8 +142,8 @@ def test_gvm_iteration_through_dvc_and_mlflow(tmp_path_factory):
     assert _lock_outs(ws)["allocate@001"] == before["allocate@001"]
 
 
-def test_every_trained_parameter_changed(repro_ws):
-    ws, _ = repro_ws
+def test_every_trained_parameter_changed(finished_micro):
+    ws = finished_micro
     base = load_file(ws / "artifacts/base/policy/model.safetensors")
     final = load_file(ws / "artifacts/iter-002/policy/model.safetensors")
     assert base.keys() == final.keys()
@@ -155,8 +154,8 @@ def test_every_trained_parameter_changed(repro_ws):
     assert all(t["examples"] > 0 for t in train), train
 
 
-def test_metrics_and_plots(repro_ws):
-    ws, env = repro_ws
+def test_metrics_and_plots(finished_micro):
+    ws, env = finished_micro, _env(finished_micro)
     shown = json.loads(_dvc(ws, env, "metrics", "show", "--json").stdout)
     data = next(iter(shown.values()))["data"]
     assert "accuracy" in data["artifacts/iter-002/metrics.json"]["data"]
@@ -165,18 +164,18 @@ def test_metrics_and_plots(repro_ws):
     assert (ws / "artifacts/iter-002/accuracy.png").read_bytes().startswith(b"\x89PNG")
 
 
-def test_mlflow_parent_and_child_runs(repro_ws):
+def test_mlflow_parent_and_child_runs(finished_micro):
     from mlflow.tracking import MlflowClient
 
     from cotflow.tracking import pipeline_key
 
-    ws, _ = repro_ws
+    ws = finished_micro
     client = MlflowClient(f"sqlite:///{ws / 'mlflow.db'}")
     exp = client.get_experiment_by_name("cotflow")
     runs = client.search_runs([exp.experiment_id])
     parents = [r for r in runs if r.data.tags.get("cotflow.kind") == "pipeline"
                and r.data.tags["cotflow.pipeline_key"] == pipeline_key(ws)]
-    assert len(parents) == 1  # the lr test's changed params made a parent of their own
+    assert len(parents) == 1
     parent = parents[0]
     assert parent.data.params["train.lr"] == str(micro_params()["train"]["lr"])
     assert parent.data.tags["mlflow.source.git.commit"] not in ("", "unknown")
@@ -192,165 +191,4 @@ def test_mlflow_parent_and_child_runs(repro_ws):
         assert "train/loss" in child.data.metrics and "sample/tokens_per_s" in child.data.metrics
         assert f"dvc/train/{child.data.tags['cotflow.iteration']}" in child.data.tags
     history = client.get_metric_history(parent.info.run_id, "evaluate/accuracy")
-    assert sorted({m.step for m in history}) == [0, 1, 2]  # a rerun logs its step again
-
-
-@pytest.fixture(scope="module")
-def prefect_server(tmp_path_factory):
-    """A real Prefect server on loopback, stopped with its whole process group."""
-    import socket
-    import urllib.request
-
-    home = tmp_path_factory.mktemp("prefect")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = _env(home, PREFECT_SERVER_ANALYTICS_ENABLED="false")
-    env["PREFECT_HOME"] = str(home)
-    log = open(home / "server.log", "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host",
-                             "127.0.0.1", "--port", str(port)], env=env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}/api"
-    deadline = time.time() + 120
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/health", timeout=2)
-            break
-        except OSError:
-            if time.time() > deadline or proc.poll() is not None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                pytest.fail(f"prefect server did not start: {(home / 'server.log').read_text()}")
-            time.sleep(0.5)
-    yield url
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-    log.close()
-
-
-def test_cotflow_run_resumes_what_dvc_left_with_identical_results(
-        repro_ws, prefect_server, tmp_path_factory):
-    ws_ref, _ = repro_ws
-    ws = make_workspace(tmp_path_factory.mktemp("flow"), micro_params())
-    env = _env(ws, PREFECT_API_URL=prefect_server)
-    _dvc(ws, env, "repro", "allocate@001")  # DVC starts the work...
-    out = _run([sys.executable, "-m", "cotflow", "run"], ws, env)  # ...Prefect finishes it
-    assert "prepare" in out.stdout + out.stderr
-    assert json.loads(_dvc(ws, env, "status", "--json").stdout) == {}
-    assert _lock_outs(ws) == _lock_outs(ws_ref)  # same outputs, byte for byte
-    flow_runs = _api(prefect_server, "/flow_runs/filter", {})
-    assert any(r["state_type"] == "COMPLETED" for r in flow_runs)
-    tasks = _api(prefect_server, "/task_runs/filter", {})
-    assert {t["name"] for t in tasks} >= {"prepare", "train@002", "evaluate@002",
-                                          "log evaluate@002"}
-    # The flow logged the iterations it ran, in its own process: the stages did not.
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(f"sqlite:///{ws / 'mlflow.db'}")
-    runs = client.search_runs([client.get_experiment_by_name("cotflow").experiment_id])
-    parents = {r.info.run_id for r in runs if r.data.tags.get("cotflow.kind") == "pipeline"}
-    children = sorted((c.data.tags["cotflow.iteration"], c.data.tags["mlflow.parentRunId"])
-                      for c in runs if c.data.tags.get("mlflow.parentRunId") in parents)
-    assert [k for k, _ in children] == ["001", "002"] and len({p for _, p in children}) == 1
-    for key in ("001", "002"):
-        timing = json.loads((ws / f"artifacts/iter-{key}/timing/evaluate.json").read_text())
-        assert "tracking_seconds" not in timing
-
-
-def _api(url: str, path: str, body: dict) -> list[dict]:
-    import urllib.request
-
-    req = urllib.request.Request(url + path, data=json.dumps(body).encode(), method="POST",
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        return json.loads(resp.read())
-
-
-# Each `dvc repro` resumes what the previous one left and is SIGKILLed (DVC, the stage and
-# its workers: the whole process group) at the named point of the next stage of iteration
-# 001; sample@001 is frozen instead, to try second runs beside it. cotflow/faults.py.
-KILLS = [
-    ("prepare", "checkpoint"),  # mid warm start, just after its step-50 resume checkpoint
-    ("allocate@001", "write"),  # an output's temporary complete, not yet renamed
-    ("sample@001", "write"),  # frozen, then killed
-    ("verify@001", "write"),  # with the verifier pool's workers
-    ("critique@001", "done"),  # outputs written, stats file not
-    ("judge@001", "start"),
-    ("train@001", "checkpoint"),  # after its last step's checkpoint, before the save
-    ("evaluate@001", "write"),
-]
-
-
-def _assert_outputs_whole(ws: Path) -> None:
-    """Every visible artifact is complete and valid (hidden temporaries may lie beside)."""
-    from cotflow.records import SCHEMAS, read_table
-
-    for path in (ws / "artifacts").rglob("*"):
-        rel = path.relative_to(ws / "artifacts")
-        if any(part.startswith(".") for part in rel.parts) or path.is_dir():
-            continue
-        if path.suffix == ".parquet":
-            read_table(path, path.stem if path.stem in SCHEMAS else "problems")
-        elif path.suffix == ".json":
-            json.loads(path.read_text())
-        elif path.suffix == ".png":
-            assert path.read_bytes().endswith(b"IEND\xaeB`\x82"), path
-        elif path.name == "model.safetensors":
-            assert load_file(path)
-    for policy in (ws / "artifacts").glob("*/policy"):
-        assert {"config.json", "model.safetensors", "tokenizer.json"} <= {
-            p.name for p in policy.iterdir()}, policy
-
-
-def test_killed_in_every_stage_then_resumed_gives_identical_results(
-        repro_ws, prefect_server, tmp_path_factory):
-    ws_ref, _ = repro_ws
-    ws = make_workspace(tmp_path_factory.mktemp("kill"), micro_params())
-    faults = ws / ".cotflow" / "faults"
-    env = _env(ws, COTFLOW_FAULT_DIR=str(faults))
-    for stage, point in KILLS:
-        action = "stop" if stage == "sample@001" else "kill"
-        run_env = {**env, "COTFLOW_FAULT": f"{stage}:{point}:{action}"}
-        proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro"], cwd=ws, env=run_env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                start_new_session=True)
-        if action == "stop":
-            frozen_pid(faults / f"{stage}.{point}")
-            lock_before = (ws / "dvc.lock").read_text()
-            second = subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=ws, env=env,
-                                    capture_output=True, text=True, timeout=120)
-            # DVC lets go of its repo lock while a stage runs and refuses on the stage's
-            # read/write locks instead.
-            assert second.returncode != 0 and "is busy, it is being blocked by" in second.stderr
-            plain = {k: v for k, v in env.items() if k != "COTFLOW_DEBUG"}  # no traceback
-            flow = subprocess.run([sys.executable, "-m", "cotflow", "run"], cwd=ws, env=plain,
-                                  capture_output=True, text=True, timeout=120)
-            assert flow.returncode == 2 and "Traceback" not in flow.stderr
-            assert "a DVC command is running in this workspace (pid " in flow.stderr
-            assert (ws / "dvc.lock").read_text() == lock_before
-            os.killpg(proc.pid, signal.SIGKILL)
-        assert proc.wait(timeout=600) == -signal.SIGKILL, f"{stage}:{point} did not fire"
-        assert (faults / f"{stage}.{point}").is_file()
-        _assert_outputs_whole(ws)
-        lock = _lock_outs(ws) if (ws / "dvc.lock").is_file() else {}
-        assert stage not in lock, f"{stage} was recorded although it was killed"
-
-    # The rest through Prefect. evaluate@002 (the last stage, so surely the flow's: DVC may
-    # have run some of iteration 002 before evaluate@001) fails once after writing its
-    # outputs and is retried by the flow: its curve gains no duplicate rows.
-    flow_env = {**env, "PREFECT_API_URL": prefect_server,
-                "COTFLOW_FAULT": "evaluate@002:done:fail"}
-    _run([sys.executable, "-m", "cotflow", "run"], ws, flow_env)
-    assert (faults / "evaluate@002.done").is_file()
-    retried = [t for t in _api(prefect_server, "/task_runs/filter", {})
-               if t["name"] == "evaluate@002" and t["run_count"] == 2]
-    assert retried and retried[0]["state_type"] == "COMPLETED"
-    curve = json.loads((ws / "artifacts/iter-002/curve.json").read_text())
-    assert [p["iteration"] for p in curve] == [0, 1, 2]
-    assert json.loads(_dvc(ws, env, "status", "--json").stdout) == {}
-    assert _lock_outs(ws) == _lock_outs(ws_ref)
-    leftovers = [p for p in (ws / "artifacts").rglob(".*") if p.name != ".gitignore"]
-    assert not leftovers  # temporaries swept, checkpoints removed
+    assert sorted({m.step for m in history}) == [0, 1, 2]
