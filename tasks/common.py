@@ -113,16 +113,9 @@ def stage_config(name: str, iteration: str | None, params: Path
 
 def _check_backends(name: str, cfg: PipelineConfig) -> None:
     """A backend or extra that is missing fails here, before the stage writes anything."""
-    if name in SAMPLING_STAGES:
-        from models.sampler import check_available
+    from models.backends import check_backends
 
-        check_available(cfg.sample.backend, cfg.serving)
-    if name == "train" and cfg.train.backend == "deepspeed":
-        import importlib.util
-
-        if importlib.util.find_spec("deepspeed") is None:
-            raise ValueError("train.backend deepspeed needs the extra: "
-                             "DS_BUILD_OPS=0 pip install -e '.[deepspeed]'")
+    check_backends(cfg, sampling=name in SAMPLING_STAGES, training=name == "train")
 
 
 def _log_to_file(path: Path) -> logging.Handler:
