@@ -16,21 +16,26 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 
-from cotflow.config import PipelineConfig, load_params
+from cotflow.config import PipelineConfig
 from cotflow.layout import STAGES, Layout, log_file
 from cotflow.records import read_json
 from cotflow.stage_server import stage_server
+from tasks.validate import validate
 
 
 def stage_order(cfg: PipelineConfig) -> list[str]:
-    """DVC stage names in execution order: prepare, then each iteration's seven stages."""
-    return ["prepare"] + [f"{s}@{k}" for k in cfg.iteration_keys() for s in STAGES]
+    """DVC stage names in execution order: validate, prepare, then each iteration's seven
+    stages. Each is reproduced alone (single_item), so validate must come first here too."""
+    return ["validate", "prepare"] + [f"{s}@{k}" for k in cfg.iteration_keys() for s in STAGES]
 
 
-def stage_folder(root: Path, stage: str) -> Path:
-    """Where DVC stage `prepare` or `NAME@KEY` writes (its log among the rest)."""
+def stage_log(root: Path, stage: str) -> Path:
+    """The log DVC stage `validate`, `prepare` or `NAME@KEY` writes when it runs."""
     layout = Layout(root)
-    return layout.base if stage == "prepare" else layout.folder(f"iter-{stage.split('@')[1]}")
+    name, _, key = stage.partition("@")
+    if name == "validate":
+        return layout.validate_log
+    return log_file(layout.base if name == "prepare" else layout.folder(f"iter-{key}"), name)
 
 
 @task(name="dvc-stage", task_run_name="{stage}", retries=1, retry_delay_seconds=5)
@@ -39,7 +44,7 @@ def reproduce_stage(root: str, stage: str) -> bool:
     from dvc.repo import Repo
 
     logger = get_run_logger()
-    log_path = log_file(stage_folder(Path(root), stage), stage.split("@")[0])
+    log_path = stage_log(Path(root), stage)
     before = log_path.stat().st_mtime if log_path.is_file() else None
     os.chdir(root)  # DVC resolves stage names against the working directory
     try:
@@ -87,7 +92,7 @@ def pipeline(root: str) -> dict[str, Any]:
 
     root_path = Path(root)
     apply_defaults(root_path)  # a deployment's run starts here, not in the CLI
-    cfg = load_params(root_path / "params.yaml")
+    cfg = validate(root_path)  # a deployment's run: refused before its MLflow run starts
     parent = start_parent(cfg, root_path) if cfg.tracking.enabled else None
     if parent:
         os.environ[PARENT_ENV] = parent  # the stages' child runs hang under this run
@@ -120,7 +125,7 @@ def _close(cfg: PipelineConfig, root: Path, run_id: str, status: str) -> None:
 def run_pipeline(root: Path) -> dict[str, Any]:
     from cotflow.runlock import check_dvc_idle, run_lock
 
-    cfg = load_params(root / "params.yaml")  # refuse bad params before anything starts
+    cfg = validate(root)  # refuse bad input before anything starts
     if not (root / "dvc.yaml").is_file():
         raise ValueError(f"{root}: no dvc.yaml (run cotflow from the workspace root)")
     with run_lock(root):  # one run per workspace, for the whole run (cotflow/runlock.py)
