@@ -100,6 +100,11 @@ def main(argv: list[str] | None = None) -> int:
                 names = names * args.iterations
             print(apply_preset(params, names), end="")
     except Exception as err:  # noqa: BLE001 - one clear line; COTFLOW_DEBUG=1 for the trace
+        if args.command == "stage" and os.environ.get("DVC_STAGE"):
+            # DVC removed this stage's outputs before running it: say how they come back.
+            print(f"cotflow: DVC removed the outputs of {os.environ['DVC_STAGE']} before it "
+                  "ran; `dvc repro` brings them back (from its run-cache where the stage's "
+                  "inputs are as before)", file=sys.stderr)
         if os.environ.get("COTFLOW_DEBUG"):
             raise
         print(f"cotflow: error: {err}", file=sys.stderr)
