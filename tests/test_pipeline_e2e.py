@@ -75,7 +75,7 @@ def test_train_param_change_reruns_train_and_what_follows_only(repro_ws):
     (ws / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     try:
         stale = json.loads(_dvc(ws, env, "status", "--json").stdout)
-        assert sorted(stale) == ["train@001", "train@002"]
+        assert sorted(stale) == ["train@001", "train@002", "validate"]  # validate: any param
         outs_before = _lock_outs(ws)
         ran = _ran(_dvc(ws, env, "repro").stdout)
         assert ran[0] == "train@001"
