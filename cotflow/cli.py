@@ -100,6 +100,9 @@ def main(argv: list[str] | None = None) -> int:
                 names = names * args.iterations
             print(apply_preset(params, names), end="")
     except Exception as err:  # noqa: BLE001 - one clear line; COTFLOW_DEBUG=1 for the trace
+        from cotflow.stage_errors import leave
+
+        leave(err)  # for the `cotflow run` that started this stage, if one did
         if args.command == "stage" and os.environ.get("DVC_STAGE"):
             # DVC removed this stage's outputs before running it: say how they come back.
             print(f"cotflow: DVC removed the outputs of {os.environ['DVC_STAGE']} before it "

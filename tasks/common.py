@@ -30,6 +30,7 @@ from cotflow.layout import (
     timing_file,
 )
 from cotflow.records import write_json
+from cotflow.stage_errors import trace_header
 
 log = logging.getLogger("cotflow")
 ALL_STAGES = ("prepare", *STAGES)
@@ -83,7 +84,7 @@ def run_stage(name: str, iteration: str | None, root: Path, params: Path) -> dic
         return _run_logged(name, base, it_cfg, layout, it, folder)
     except Exception:
         # The trace goes to the stage's log file; the console gets the CLI's one-line error.
-        handler.stream.write(f"stage {name} failed:\n{traceback.format_exc()}")
+        handler.stream.write(f"{trace_header(name)}\n{traceback.format_exc()}")
         raise
     finally:
         logging.getLogger().removeHandler(handler)

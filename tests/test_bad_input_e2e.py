@@ -1,10 +1,12 @@
 """Bad input leaves every artifact as it was (issue 18), under each command a user runs on
 a finished pipeline: `dvc repro`, `dvc exp run -S` and `cotflow run`. DVC removes a stage's
-outputs before running it, so the validate stage (tasks/validate.py) must refuse first."""
+outputs before running it, so the validate stage (tasks/validate.py) must refuse first.
+What only a stage can find fails in one line naming the cause."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -80,6 +82,8 @@ def test_bad_input_touches_no_artifact(finished, bad: str, command: str) -> None
         (ws / "params.yaml").write_text(good)
     assert r.returncode != 0, r.stdout
     assert needle in r.stderr and "Traceback" not in r.stderr, r.stderr
+    if command == "cotflow run":
+        assert needle in r.stderr.strip().splitlines()[-1]
     assert _hashes(ws) == before
 
 
@@ -98,3 +102,26 @@ def test_a_stage_failing_midway_says_how_its_outputs_come_back(finished) -> None
     assert "is cached - skipping run" in _dvc(ws, env, "repro").stdout
     assert _hashes(ws) == before
     assert _dvc(ws, env, "status").stdout.strip() == "Data and pipelines are up to date."
+
+
+def test_a_failing_cotflow_run_ends_in_one_line_naming_the_cause(tmp_path) -> None:
+    """A bad row only prepare can find: the run's last line is prepare's cause, with no
+    traceback and no retry (it would fail the same way); the trace is in the stage's log."""
+    rows = [{"id": f"g{i}", "question": f"What is {i} plus 1?", "answer": str(i + 1)}
+            for i in range(4)] + [{"id": "b", "question": "What is 2 plus 2?"}]
+    raw = micro_params(data={"source": "problems.jsonl", "n_train": 3, "n_test": 2,
+                             "columns": {"question": "question", "answer": "answer",
+                                         "solution": None, "id": "id", "difficulty": None}},
+                       allocate={"prompts_per_iteration": 2})
+    ws = make_workspace(tmp_path, raw)
+    (ws / "problems.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    env = {**_env(ws), "PYTHONUNBUFFERED": "1"}  # stdout and stderr in order, as on a terminal
+    env.pop("COTFLOW_DEBUG")
+    r = subprocess.run([sys.executable, "-m", "cotflow", "run"], cwd=ws, env=env, text=True,
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=900)
+    assert r.returncode == 2
+    assert r.stdout.strip().splitlines()[-1] == (
+        "cotflow: error: prepare failed: problems.jsonl: row 4 (id 'b'), field 'answer': "
+        "expected a string, got None"), r.stdout[-3000:]
+    assert "Traceback" not in r.stdout and "Retry" not in r.stdout, r.stdout[-3000:]
+    assert "Traceback" in (ws / "logs/base/prepare.log").read_text()
