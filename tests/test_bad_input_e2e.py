@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from cotflow.workspace import make_workspace
-from tests.conftest import micro_params
+from tests.conftest import copy_workspace, micro_params
 from tests.test_pipeline_e2e import _dvc, _env
 
 pytestmark = pytest.mark.slow
@@ -34,7 +34,8 @@ COMMANDS = ("dvc repro", "dvc exp run", "cotflow run")
 
 
 def _hashes(ws: Path) -> dict[str, str]:
-    """Every file under artifacts/, and MLflow's store (no run may be left), by content."""
+    """Every file under artifacts/, and MLflow's store if any (no run may be left: the
+    copy starts without one), by content."""
     files = [*sorted((ws / "artifacts").rglob("*")), ws / "mlflow.db"]
     return {p.relative_to(ws).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in files if p.is_file()}
@@ -52,14 +53,11 @@ def _with(raw: dict, dotted: str, value: object) -> dict:
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory) -> tuple[Path, dict[str, str], str]:
-    """A one-iteration micro pipeline after `dvc repro`: workspace, env, its params.yaml."""
-    raw = micro_params()
-    raw["iterations"] = {"001": raw["iterations"]["001"]}
-    ws = make_workspace(tmp_path_factory.mktemp("bad-input"), raw)
+def finished(finished_micro, tmp_path_factory) -> tuple[Path, dict[str, str], str]:
+    """A copy of the finished micro pipeline: workspace, env, its params.yaml."""
+    ws = copy_workspace(finished_micro, tmp_path_factory.mktemp("bad-input") / "ws")
     env = _env(ws)
     env.pop("COTFLOW_DEBUG")  # the one-line errors users see
-    _dvc(ws, env, "repro")
     return ws, env, (ws / "params.yaml").read_text()
 
 
