@@ -1,6 +1,7 @@
 """The `cotflow` command line.
 
     cotflow run                        the pipeline as a Prefect flow (DVC decides what is stale)
+    cotflow validate                   check params.yaml and what it names (dvc.yaml's first stage)
     cotflow stage NAME --iteration K   one stage in this process (what dvc.yaml runs)
     cotflow show ARTIFACT              print a parquet or JSON artifact
     cotflow preset NAME [NAME ...]     rewrite params.yaml's iterations from presets
@@ -23,6 +24,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--root", type=Path, default=Path("."), help="workspace (holds dvc.yaml)")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="run the pipeline as a Prefect flow")
+    sub.add_parser("validate", help="check params.yaml, its data, model and extras")
     st = sub.add_parser("stage", help="run one stage in this process")
     st.add_argument("name")
     st.add_argument("--iteration", default=None)
@@ -63,6 +65,13 @@ def main(argv: list[str] | None = None) -> int:
             check_stage_allowed(root)
             os.chdir(root)
             run_stage(args.name, args.iteration, root, params)
+        elif args.command == "validate":
+            from cotflow.runlock import check_stage_allowed
+            from tasks.validate import run as run_validate
+
+            check_stage_allowed(root)
+            run_validate(root)
+            print("params.yaml and what it names are valid")
         elif args.command == "run":
             from flows.pipeline import run_pipeline  # validates params before anything runs
 
@@ -91,6 +100,14 @@ def main(argv: list[str] | None = None) -> int:
                 names = names * args.iterations
             print(apply_preset(params, names), end="")
     except Exception as err:  # noqa: BLE001 - one clear line; COTFLOW_DEBUG=1 for the trace
+        from cotflow.stage_errors import leave
+
+        leave(err)  # for the `cotflow run` that started this stage, if one did
+        if args.command == "stage" and os.environ.get("DVC_STAGE"):
+            # DVC removed this stage's outputs before running it: say how they come back.
+            print(f"cotflow: DVC removed the outputs of {os.environ['DVC_STAGE']} before it "
+                  "ran; `dvc repro` brings them back (from its run-cache where the stage's "
+                  "inputs are as before)", file=sys.stderr)
         if os.environ.get("COTFLOW_DEBUG"):
             raise
         print(f"cotflow: error: {err}", file=sys.stderr)

@@ -1,5 +1,6 @@
 """Artifact layout: the only place that builds artifact paths.
 
+    artifacts/validated.json  the validate stage's mark (constant; every stage depends on it)
     artifacts/base/      train.parquet test.parquet policy/ metrics.json curve.json
                          evaluation.parquet samples.parquet verdicts.parquet flags.parquet
                          (the last three empty: iterations may read their prev folder's)
@@ -10,7 +11,7 @@
                          evaluation.parquet stats/<stage>.json curve.json accuracy.png
                          timing/<stage>.json (untracked)
                          .ckpt/ (resume checkpoints while train runs; untracked)
-    logs/<folder>/<stage>.log  each stage's last log (untracked)
+    logs/<folder>/<stage>.log  each stage's last log (untracked); logs/validate.log
 """
 
 from __future__ import annotations
@@ -161,6 +162,16 @@ class Layout:
     @property
     def artifacts(self) -> Path:
         return self.root / "artifacts"
+
+    @property
+    def validated(self) -> Path:
+        """The validate stage's output: the same bytes whatever the params, a dep of every
+        other stage so that DVC validates first and stops there on bad input."""
+        return self.artifacts / "validated.json"
+
+    @property
+    def validate_log(self) -> Path:
+        return self.root / "logs" / "validate.log"
 
     @property
     def base(self) -> Path:

@@ -3,54 +3,73 @@
 Each task asks DVC to reproduce exactly its stage (`Repo.reproduce(single_item=True)`, what
 `dvc repro --single-item` does), so DVC alone decides what is stale and writes dvc.lock: a
 flow run and `dvc repro` are interchangeable and either resumes what the other left
-(specs/prefect-dvc.md, approach A). Prefect adds retries, per-stage logs (each stage's log
-file, forwarded) and the UI; it caches nothing of its own.
+(specs/prefect-dvc.md, approach A). Prefect adds retries (not of a failure that will recur:
+cotflow/stage_errors.py), per-stage logs (each stage's log file, forwarded, its traceback
+left there) and the UI; it caches nothing of its own.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
 
-from cotflow.config import PipelineConfig, load_params
+from cotflow.config import PipelineConfig
 from cotflow.layout import STAGES, Layout, log_file
 from cotflow.records import read_json
+from cotflow.stage_errors import stage_failure, trace_header
 from cotflow.stage_server import stage_server
+from tasks.validate import validate
 
 
 def stage_order(cfg: PipelineConfig) -> list[str]:
-    """DVC stage names in execution order: prepare, then each iteration's seven stages."""
-    return ["prepare"] + [f"{s}@{k}" for k in cfg.iteration_keys() for s in STAGES]
+    """DVC stage names in execution order: validate, prepare, then each iteration's seven
+    stages. Each is reproduced alone (single_item), so validate must come first here too."""
+    return ["validate", "prepare"] + [f"{s}@{k}" for k in cfg.iteration_keys() for s in STAGES]
 
 
-def stage_folder(root: Path, stage: str) -> Path:
-    """Where DVC stage `prepare` or `NAME@KEY` writes (its log among the rest)."""
+def stage_log(root: Path, stage: str) -> Path:
+    """The log DVC stage `validate`, `prepare` or `NAME@KEY` writes when it runs."""
     layout = Layout(root)
-    return layout.base if stage == "prepare" else layout.folder(f"iter-{stage.split('@')[1]}")
+    name, _, key = stage.partition("@")
+    if name == "validate":
+        return layout.validate_log
+    return log_file(layout.base if name == "prepare" else layout.folder(f"iter-{key}"), name)
 
 
-@task(name="dvc-stage", task_run_name="{stage}", retries=1, retry_delay_seconds=5)
+def _may_pass_on_retry(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect's retry_condition_fn: no retry for a failure that will recur (bad input).
+    Prefect hands the exception the task raised as the Failed state's data."""
+    return not getattr(state.data, "recurs", False)
+
+
+@task(name="dvc-stage", task_run_name="{stage}", retries=1, retry_delay_seconds=5,
+      retry_condition_fn=_may_pass_on_retry)
 def reproduce_stage(root: str, stage: str) -> bool:
     """Ask DVC to reproduce exactly `stage`; return whether it ran (False: up to date)."""
     from dvc.repo import Repo
 
     logger = get_run_logger()
-    log_path = log_file(stage_folder(Path(root), stage), stage.split("@")[0])
+    log_path = stage_log(Path(root), stage)
     before = log_path.stat().st_mtime if log_path.is_file() else None
     os.chdir(root)  # DVC resolves stage names against the working directory
     try:
         # In-process: the same code path as `dvc repro --single-item`, without a CLI start
         # (about 1 s) per stage. DVC still runs the stage's cmd as a subprocess.
-        with Repo(root) as repo:
+        with stage_failure(stage), Repo(root) as repo:
             repo.reproduce(stage, single_item=True)
     finally:
         ran = log_path.is_file() and log_path.stat().st_mtime != before
         if ran:
-            for line in log_path.read_text().splitlines():
+            lines = log_path.read_text().splitlines()
+            header = trace_header(stage.split("@")[0])
+            if header in lines:  # the trace stays in the file; the failure says what it was
+                lines = lines[:lines.index(header)] + [f"{header} trace in {log_path}"]
+            for line in lines:
                 logger.info(line)
     if not ran:
         logger.info("%s is up to date (DVC skipped it)", stage)
@@ -87,7 +106,7 @@ def pipeline(root: str) -> dict[str, Any]:
 
     root_path = Path(root)
     apply_defaults(root_path)  # a deployment's run starts here, not in the CLI
-    cfg = load_params(root_path / "params.yaml")
+    cfg = validate(root_path)  # a deployment's run: refused before its MLflow run starts
     parent = start_parent(cfg, root_path) if cfg.tracking.enabled else None
     if parent:
         os.environ[PARENT_ENV] = parent  # the stages' child runs hang under this run
@@ -120,7 +139,11 @@ def _close(cfg: PipelineConfig, root: Path, run_id: str, status: str) -> None:
 def run_pipeline(root: Path) -> dict[str, Any]:
     from cotflow.runlock import check_dvc_idle, run_lock
 
-    cfg = load_params(root / "params.yaml")  # refuse bad params before anything starts
+    cfg = validate(root)  # refuse bad input before anything starts
+    if not os.environ.get("COTFLOW_DEBUG"):
+        from flows.console import quiet_tracebacks
+
+        quiet_tracebacks()  # the run ends in one line naming the cause (cli.py)
     if not (root / "dvc.yaml").is_file():
         raise ValueError(f"{root}: no dvc.yaml (run cotflow from the workspace root)")
     with run_lock(root):  # one run per workspace, for the whole run (cotflow/runlock.py)
@@ -128,8 +151,7 @@ def run_pipeline(root: Path) -> dict[str, Any]:
         # Three starts of seconds each, side by side: Prefect's temporary server (first: the
         # longest, and its start imports much here), the stage server's imports, MLflow's
         # store (here, while the other two run).
-        prefect_ready = _start_prefect_server()
-        with stage_server(root):
+        with _prefect_server() as prefect_ready, stage_server(root):
             if cfg.tracking.enabled:
                 from cotflow.tracking import open_store
 
@@ -138,20 +160,28 @@ def run_pipeline(root: Path) -> dict[str, Any]:
             return pipeline(str(root))
 
 
-def _start_prefect_server() -> Callable[[], None]:
+@contextmanager
+def _prefect_server() -> Iterator[Callable[[], None]]:
     """Start the temporary server that the flow's first call would start, without waiting
-    for it; return the wait. It is Prefect's own (the same instance, which the flow then
-    finds running); none where PREFECT_API_URL names a server or ephemeral mode is off."""
+    for it; yield the wait. It is Prefect's own (the same instance, which the flow then
+    finds running); none where PREFECT_API_URL names a server or ephemeral mode is off.
+    Stopped when the block ends rather than at exit, so that its goodbye comes before the
+    run's last line (on failure: the cause)."""
     import threading
 
     from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
 
     if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
-        return lambda: None
+        yield lambda: None
+        return
     from prefect.server.api.server import SubprocessASGIServer
 
+    server = SubprocessASGIServer()
     # A failed start leaves it not running: the flow's own call then starts it and raises.
-    starting = threading.Thread(target=SubprocessASGIServer().start, name="prefect-server",
-                                daemon=True)
+    starting = threading.Thread(target=server.start, name="prefect-server", daemon=True)
     starting.start()
-    return starting.join
+    try:
+        yield starting.join
+    finally:
+        starting.join()
+        server.stop()

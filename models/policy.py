@@ -39,16 +39,49 @@ def build_tiny_policy(cfg: ModelConfig, seed: int) -> tuple[Any, Any]:
     return model, tokenizer
 
 
+def looks_local(src: str, root: Path = Path(".")) -> bool:
+    """Whether `src` is a path (relative to `root`) rather than a Hub id ("name" or
+    "org/name"): it starts with . or /, exists, or has more than one slash."""
+    return src.startswith((".", "/")) or (Path(root) / src).exists() or src.count("/") > 1
+
+
+def check_model_source(src: str, root: Path = Path(".")) -> None:
+    """Refuse model.name_or_path as typed in params.yaml where it cannot load, without
+    loading anything: a local path with no checkpoint, or a Hub id that is not in the local
+    cache while the Hub is offline (cotflow/env.py turns that on unless told otherwise)."""
+    if src == "tiny":
+        return
+    if looks_local(src, root):
+        if not (Path(root) / src / "config.json").is_file():
+            raise PolicyError(f"model.name_or_path {src!r}: no saved checkpoint there (no "
+                              "config.json); give the folder of a save_pretrained model")
+        return
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if not constants.HF_HUB_OFFLINE:
+        return  # downloaded when prepare loads it
+    try:
+        cached = try_to_load_from_cache(src, "config.json")
+    except ValueError as err:  # HFValidationError: neither a path nor a Hub id
+        raise PolicyError(f"model.name_or_path {src!r}: not a local path or Hub id "
+                          f"({err})") from None
+    if not isinstance(cached, str):
+        raise PolicyError(f"model.name_or_path {src!r}: not in the local Hugging Face cache "
+                          f"({constants.HF_HUB_CACHE}) and HF_HUB_OFFLINE is on; download it "
+                          "there first or give a local path")
+
+
 def load_policy(name_or_path: str | Path, *, for_training: bool = False) -> tuple[Any, Any]:
     """Load (model, tokenizer) with the Auto classes from a folder or a Hub id."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     src = str(name_or_path)
-    looks_local = src.startswith((".", "/")) or Path(src).exists() or src.count("/") > 1
-    if looks_local and not (Path(src) / "config.json").is_file():
-        raise PolicyError(f"model path {src!r} has no config.json: run the stage that writes it "
-                          "(dvc repro) or fix model.name_or_path in params.yaml")
+    if looks_local(src) and not (Path(src) / "config.json").is_file():
+        # An artifact is missing until its stage runs; any other path was typed by someone.
+        fix = ("run the stage that writes it (dvc repro)" if "artifacts" in Path(src).parts
+               else "not a saved checkpoint; check the path in params.yaml")
+        raise PolicyError(f"model path {src!r} has no config.json: {fix}")
     try:
         tokenizer = AutoTokenizer.from_pretrained(src)
         model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)

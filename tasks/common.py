@@ -30,6 +30,7 @@ from cotflow.layout import (
     timing_file,
 )
 from cotflow.records import write_json
+from cotflow.stage_errors import trace_header
 
 log = logging.getLogger("cotflow")
 ALL_STAGES = ("prepare", *STAGES)
@@ -83,7 +84,7 @@ def run_stage(name: str, iteration: str | None, root: Path, params: Path) -> dic
         return _run_logged(name, base, it_cfg, layout, it, folder)
     except Exception:
         # The trace goes to the stage's log file; the console gets the CLI's one-line error.
-        handler.stream.write(f"stage {name} failed:\n{traceback.format_exc()}")
+        handler.stream.write(f"{trace_header(name)}\n{traceback.format_exc()}")
         raise
     finally:
         logging.getLogger().removeHandler(handler)
@@ -113,16 +114,9 @@ def stage_config(name: str, iteration: str | None, params: Path
 
 def _check_backends(name: str, cfg: PipelineConfig) -> None:
     """A backend or extra that is missing fails here, before the stage writes anything."""
-    if name in SAMPLING_STAGES:
-        from models.sampler import check_available
+    from models.backends import check_backends
 
-        check_available(cfg.sample.backend, cfg.serving)
-    if name == "train" and cfg.train.backend == "deepspeed":
-        import importlib.util
-
-        if importlib.util.find_spec("deepspeed") is None:
-            raise ValueError("train.backend deepspeed needs the extra: "
-                             "DS_BUILD_OPS=0 pip install -e '.[deepspeed]'")
+    check_backends(cfg, sampling=name in SAMPLING_STAGES, training=name == "train")
 
 
 def _log_to_file(path: Path) -> logging.Handler:

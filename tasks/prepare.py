@@ -84,7 +84,13 @@ def run(cfg: PipelineConfig, layout: Layout) -> tuple[dict[str, Any], dict[str, 
     from cotflow.data.targets import sft_targets
     from models.drawing import format_prompt
     from models.evaluation import evaluate_policy
-    from models.policy import build_tiny_policy, context_length, load_policy, save_policy
+    from models.policy import (
+        build_tiny_policy,
+        check_model_source,
+        context_length,
+        load_policy,
+        save_policy,
+    )
     from models.torch_trainer import sft_steps, text_example
 
     torch.set_num_threads(cfg.threads)
@@ -93,6 +99,7 @@ def run(cfg: PipelineConfig, layout: Layout) -> tuple[dict[str, Any], dict[str, 
     if cfg.model.name_or_path == "tiny":
         model, tokenizer = build_tiny_policy(cfg.model, cfg.seed)
     else:
+        check_model_source(cfg.model.name_or_path)  # a typed path: its own message
         model, tokenizer = load_policy(cfg.model.name_or_path, for_training=True)
     check_context(cfg, tokenizer, context_length(model, cfg), {"held-out": test, "train": train})
     write_table(layout.train_set, "problems", train)

@@ -43,6 +43,7 @@ def test_missing_model_path_is_one_line_and_writes_nothing(tmp_path):
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert "no-such-model" in lines[-1] and "config.json" in lines[-1]
+    assert "dvc repro" not in lines[-1]  # a path the user typed: no stage writes it
     assert not any("Traceback" in line for line in lines)
     assert not (ws / "artifacts").exists()
 

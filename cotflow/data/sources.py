@@ -18,12 +18,22 @@ from cotflow.verify.extract import extract_boxed, parse_reference_answer
 ANSWER_FORMATS = ("auto", "gsm8k", "boxed", "plain")
 RECORD_FIELDS = ("id", "question", "solution", "answer", "difficulty")
 _LOCAL_SUFFIXES = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+_GSM8K_MARKER = "####"
 
 
 def is_local_file(source: str) -> bool:
     """True if `source` names a local .jsonl/.json/.parquet file rather than a Hub id."""
     return Path(source).suffix.lower() in _LOCAL_SUFFIXES
-_GSM8K_MARKER = "####"
+
+
+def check_local(source: str, root: Path = Path(".")) -> None:
+    """Raise DataError if `source` names a local file or folder (relative to `root`) that is
+    not there; a Hub id passes (whether it loads is the loader's business)."""
+    path = Path(root) / source
+    if is_local_file(source) and not path.is_file():
+        raise DataError(f"{source}: file not found")
+    if source.startswith((".", "/")) and not path.exists():
+        raise DataError(f"{source}: no such file or folder")
 
 
 @dataclass(frozen=True)
@@ -42,9 +52,8 @@ def _load_table(source: str, split: str, cache_dir: str | None) -> tuple[list[di
     import datasets
 
     builder = _LOCAL_SUFFIXES.get(Path(source).suffix.lower())
+    check_local(source)
     if builder is not None:
-        if not Path(source).is_file():
-            raise DataError(f"{source}: file not found")
         try:
             # A local file is a single table, which `datasets` always names "train".
             ds = datasets.load_dataset(
