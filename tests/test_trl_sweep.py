@@ -14,7 +14,8 @@ from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from trl_grpo import bench_params, matched_knobs, trl_kwargs, write_params  # noqa: E402
+from trl_grpo import bench_params, write_params  # noqa: E402
+from trl_side import matched_knobs, trl_kwargs  # noqa: E402
 from trl_sweep import (  # noqa: E402
     Knobs,
     coordinate_search,
