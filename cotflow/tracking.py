@@ -1,16 +1,18 @@
 """MLflow: one parent run per pipeline run, one child run per iteration.
 
-The parent is the run that `cotflow run` opened (COTFLOW_PARENT_RUN_ID, passed down to the
-DVC stages it starts). Under a plain `dvc repro` there is no such run, so the parent is the
+The parent is the run that `cotflow run` opened (COTFLOW_PARENT_RUN_ID) when it first had
+something to log: a run that reproduces nothing leaves none. Its name says whose run it is
+and what it runs (parent_name). Under a plain `dvc repro` there is no such run, so the parent is the
 one of this workspace and params.yaml content (tag cotflow.pipeline_key), made on first use:
 a changed parameter starts a new parent, a resumed run continues the old one.
 The parent logs params.yaml as written (the shared settings, overrides unapplied); each child
 logs the settings its iteration ran with, under the same dotted names. Metrics carry
-step = iteration (0 = warm start).
+step = iteration (0 = warm start), under the names of cotflow/run_metrics.py.
 
 Who logs: under `cotflow run` the flow logs each stage of TRACKED_STAGES after DVC ran it,
 in its own process, where MLflow is loaded once (a stage process would spend seconds
-importing it); under a plain `dvc repro` the stage logs itself. `log_stage` serves both.
+importing it; COTFLOW_FLOW_LOGS tells them); under a plain `dvc repro` the stage logs
+itself. `log_stage` serves both.
 """
 
 from __future__ import annotations
@@ -20,14 +22,19 @@ import json
 import os
 import re
 import subprocess
+from itertools import groupby
 from pathlib import Path
-from typing import Any
 
 from cotflow.config import PipelineConfig, flatten
-from cotflow.layout import STAGES, IterationLayout, Layout, stats_file, timing_file
+from cotflow.layout import IterationLayout, Layout, stats_file
 from cotflow.records import read_json
+from cotflow.run_metrics import collect_iteration, evaluation, for_parent
 
 PARENT_ENV = "COTFLOW_PARENT_RUN_ID"
+# Set by the flow for its whole run, before its parent exists (made on the first logging):
+# the stages DVC starts for it then leave MLflow to it.
+FLOW_ENV = "COTFLOW_FLOW_LOGS"
+MAX_RUN_NAME = 250  # MLflow's limit on a run name
 TRACKED_STAGES = frozenset({"prepare", "evaluate"})
 SUPERSEDED = "cotflow.superseded_by"
 MAX_PARAM_VALUE = 6000  # MLflow refuses longer param values
@@ -92,12 +99,22 @@ def pipeline_key(root: Path) -> str:
     return hashlib.sha256(str(Path(root).resolve()).encode() + b"\0" + params).hexdigest()[:16]
 
 
-def start_parent(cfg: PipelineConfig, root: Path, *, run_name: str | None = None) -> str:
-    """Create a parent run with the flattened params and provenance tags; return its id."""
+def parent_name(cfg: PipelineConfig, root: Path, label: str | None = None) -> str:
+    """`LABEL: ALGORITHMS`: who ran it (a deployment's name, else the workspace folder's) and
+    the iterations' algorithms in order, repeats compacted: `micro: raft, grpo x3`."""
+    algorithms = [cfg.iterations[k].algorithm for k in cfg.iteration_keys()]
+    parts = [a if n == 1 else f"{a} x{n}"
+             for a, n in ((a, len(list(g))) for a, g in groupby(algorithms))]
+    return f"{label or Path(root).resolve().name}: {', '.join(parts)}"[:MAX_RUN_NAME]
+
+
+def start_parent(cfg: PipelineConfig, root: Path, *, label: str | None = None) -> str:
+    """Create a parent run with the flattened params and provenance tags; return its id.
+    `label` names who runs it (parent_name)."""
     client, exp_id = _client(cfg, root)
     tags = {"cotflow.pipeline_key": pipeline_key(root), "cotflow.kind": "pipeline",
             "mlflow.source.git.commit": git_commit(root), "cotflow.workspace": str(root)}
-    run = client.create_run(exp_id, run_name=run_name or "pipeline", tags=tags)
+    run = client.create_run(exp_id, run_name=parent_name(cfg, root, label), tags=tags)
     _log_params(client, run.info.run_id, _param_names(flatten(cfg)))
     return run.info.run_id
 
@@ -153,26 +170,9 @@ def dvc_stage_hashes(root: Path, key: str) -> dict[str, str]:
     return out
 
 
-def _numeric(prefix: str, values: dict[str, Any]) -> dict[str, float]:
-    return {f"{prefix}/{k}".replace("@", "_at_"): float(v) for k, v in values.items()
-            if isinstance(v, int | float) and not isinstance(v, bool)}
-
-
-def collect_iteration(it: IterationLayout) -> dict[str, float]:
-    """Every numeric statistic the iteration's stages wrote, as `stage/name` metrics."""
-    metrics: dict[str, float] = {}
-    for stage in STAGES:
-        for path in (stats_file(it.dir, stage), timing_file(it.dir, stage)):
-            if path.is_file():
-                values = read_json(path)
-                metrics.update(_numeric(stage, {k.split("/")[-1]: v for k, v in values.items()}))
-    metrics.update(_numeric("evaluate", read_json(it.metrics)))
-    return metrics
-
-
 def logged_by_flow() -> bool:
     """Whether a `cotflow run` flow started this stage and logs it itself."""
-    return bool(os.environ.get(PARENT_ENV))
+    return bool(os.environ.get(FLOW_ENV))
 
 
 def log_stage(cfg: PipelineConfig, layout: Layout, key: str | None, *,
@@ -189,7 +189,7 @@ def log_stage(cfg: PipelineConfig, layout: Layout, key: str | None, *,
 def log_warm_start(cfg: PipelineConfig, layout: Layout) -> None:
     client, exp_id = _client(cfg, layout.root)
     parent = resolve_parent(cfg, layout.root, client, exp_id)
-    values = _numeric("evaluate", read_json(layout.base_metrics))
+    values = evaluation(read_json(layout.base_metrics))
     client.log_batch(parent, metrics=_metric_list(values, step=0))
     client.log_artifact(parent, str(layout.base_metrics))
     _close_if_own(client, parent)
@@ -348,8 +348,7 @@ def log_iteration(cfg: PipelineConfig, layout: Layout, it: IterationLayout, *,
     _log_critiques(client, run_id, it)
     _log_train_steps(client, run_id, it)
     _log_skip_ratio(client, (run_id, parent), layout, base, it)
-    evaluate_only = {k: v for k, v in metrics.items() if k.startswith(("evaluate/", "verify/"))}
-    client.log_batch(parent, metrics=_metric_list(evaluate_only, step))
+    client.log_batch(parent, metrics=_metric_list(for_parent(metrics), step))
     client.log_artifact(parent, str(it.plot))
     client.set_terminated(run_id)
     _close_if_own(client, parent)

@@ -102,30 +102,41 @@ def push_artifacts(root: str, url: str, label: str) -> int:
 def pipeline(root: str) -> dict[str, Any]:
     """Run (or resume) every stage; return the last iteration's held-out metrics."""
     from cotflow.env import apply_defaults
-    from cotflow.tracking import PARENT_ENV, TRACKED_STAGES, start_parent
+    from cotflow.tracking import FLOW_ENV, PARENT_ENV, TRACKED_STAGES, start_parent
 
     root_path = Path(root)
     apply_defaults(root_path)  # a deployment's run starts here, not in the CLI
     cfg = validate(root_path)  # a deployment's run: refused before its MLflow run starts
-    parent = start_parent(cfg, root_path) if cfg.tracking.enabled else None
-    if parent:
-        os.environ[PARENT_ENV] = parent  # the stages' child runs hang under this run
+    if cfg.tracking.enabled:
+        os.environ[FLOW_ENV] = "1"  # the stages DVC starts leave MLflow to this flow
+    parent = None  # made when there is something to log: a no-op run leaves no MLflow run
     status = "FAILED"
     try:
         with stage_server(root_path):  # no-op under `cotflow run`, which started one
             for stage in stage_order(cfg):
                 ran = reproduce_stage(root, stage)
-                if parent and ran and stage.split("@")[0] in TRACKED_STAGES:
-                    track_stage(root, stage)  # the stages leave it to this run (PARENT_ENV)
+                if cfg.tracking.enabled and ran and stage.split("@")[0] in TRACKED_STAGES:
+                    if parent is None:
+                        parent = start_parent(cfg, root_path, label=_deployment_name())
+                        os.environ[PARENT_ENV] = parent  # the child runs hang under it
+                    track_stage(root, stage)
                 if cfg.store.dvc_remote and stage.startswith("evaluate@"):
                     push_artifacts(root, cfg.store.dvc_remote, f"iteration {stage[9:]}")
         status = "FINISHED"
     finally:
+        os.environ.pop(FLOW_ENV, None)
         if parent:
             os.environ.pop(PARENT_ENV, None)
             _close(cfg, root_path, parent, status)
     last = cfg.iteration_keys()[-1]
     return read_json(Layout(root_path).iteration(last, cfg.iterations[last].prev).metrics)
+
+
+def _deployment_name() -> str | None:
+    """The deployment this flow run belongs to (None under `cotflow run`)."""
+    from prefect.runtime import deployment
+
+    return deployment.name
 
 
 def _close(cfg: PipelineConfig, root: Path, run_id: str, status: str) -> None:

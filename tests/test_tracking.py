@@ -1,5 +1,6 @@
 """Each iteration's MLflow child run logs the settings it ran with; the parent keeps
-params.yaml's. Through the real MLflow client on a sqlite store."""
+params.yaml's and is named after the workspace and its algorithms; the held-out headline
+sorts first. Through the real MLflow client on a sqlite store."""
 
 from __future__ import annotations
 
@@ -8,10 +9,17 @@ from pathlib import Path
 import yaml
 
 from cotflow.config import PipelineConfig, flatten, read_params
-from cotflow.layout import Layout, stats_file
+from cotflow.layout import Layout, stats_file, timing_file
 from cotflow.presets import LR
 from cotflow.records import write_json
-from cotflow.tracking import PARENT_ENV, SUPERSEDED, log_iteration, mlflow_key, start_parent
+from cotflow.tracking import (
+    PARENT_ENV,
+    SUPERSEDED,
+    log_iteration,
+    mlflow_key,
+    parent_name,
+    start_parent,
+)
 from tasks.common import iteration_layout, stage_config
 from tests.conftest import micro_params, preset_params_file
 
@@ -27,7 +35,12 @@ def _iteration_files(root: Path, base: PipelineConfig, key: str) -> None:
     """What an iteration's stages leave for tracking: stats, metrics and the plot."""
     it = iteration_layout(base, root, key)
     write_json(stats_file(it.dir, "train"), {"loss": 0.5, "examples": 64})
-    write_json(it.metrics, {"accuracy": 0.25, "pass@1": 0.25})
+    write_json(stats_file(it.dir, "allocate"), {"probe_samples": 0})
+    write_json(timing_file(it.dir, "allocate"), {"seconds": 0.5, "import_seconds": 1.5})
+    write_json(timing_file(it.dir, "sample"), {"sample/tokens_per_s": 900.0, "peak_rss_mb": 1.0})
+    write_json(stats_file(it.dir, "evaluate"), {"accuracy": 0.25})
+    write_json(it.metrics, {"iteration": int(key), "accuracy": 0.25, "pass@1": 0.25,
+                            "mean_completion_tokens": 12.0, "finished_fraction": 1.0})
     it.plot.write_bytes(b"\x89PNG\r\n\x1a\n")
 
 
@@ -71,8 +84,9 @@ def test_child_runs_log_their_iterations_settings(tmp_path, monkeypatch):
         assert child["sample.temperature"] == str(base.sample.temperature)
         assert not [k for k in child if k.startswith(
             ("iterations.", "serving.", "store.", "tracking.", "algorithms.raft"))]
-        assert runs[run_id].data.metrics["train/loss"] == 0.5
+        assert runs[run_id].data.metrics["stats/train/loss"] == 0.5
     assert len(runs) == 3
+    assert runs[parent_id].info.run_name == f"{tmp_path.name}: grpo x2"
 
 
 def test_raft_plus_plus_names_and_a_changed_setting_gets_a_new_child(tmp_path, monkeypatch):
@@ -99,7 +113,40 @@ def test_raft_plus_plus_names_and_a_changed_setting_gets_a_new_child(tmp_path, m
     new = client.get_run(second)
     assert new.data.params["train.lr"] == str(LR["raft++"] * 2)
     assert new.data.tags["cotflow.supersedes"] == first
-    assert new.data.metrics["evaluate/accuracy"] == 0.25
+    assert new.data.metrics["eval/accuracy"] == 0.25
     assert _log(tmp_path, params, "001") == second  # the new child is the current one
     children = client.search_runs([exp_id], "tags.`cotflow.iteration` = '001'")
     assert len(children) == 2
+
+
+def test_headline_metrics_sort_first_and_timings_apart(tmp_path, monkeypatch):
+    """MLflow's compare view plots the first metric by code point; its charts group by the
+    prefix before "/"."""
+    params = _params(tmp_path, ["raft", "grpo"])
+    base = read_params(params)
+    parent = start_parent(base, tmp_path)
+    monkeypatch.setenv(PARENT_ENV, parent)
+    child = _log(tmp_path, params, "001")
+    client, _ = _client(tmp_path)
+    names = sorted(client.get_run(child).data.metrics)  # as the compare view orders them
+    assert names == [
+        "eval/accuracy", "eval/mean_completion_tokens", "eval/pass_at_1",
+        "evaluate/finished_fraction",
+        "stats/allocate/probe_samples", "stats/train/examples", "stats/train/loss",
+        "timing/allocate/import_seconds", "timing/allocate/seconds",
+        "timing/sample/peak_rss_mb", "timing/sample/tokens_per_s"]
+    # The parent charts the held-out evaluation across iterations (step = iteration).
+    assert sorted(client.get_run(parent).data.metrics) == names[:4]
+    assert [m.step for m in client.get_metric_history(parent, "eval/accuracy")] == [1]
+
+
+def test_parent_names_say_who_runs_what(tmp_path):
+    base = read_params(_params(tmp_path, ["raft", "raft++", "grpo", "grpo", "grpo", "raft"]))
+    assert parent_name(base, tmp_path) == f"{tmp_path.name}: raft, raft++, grpo x3, raft"
+    run_id = start_parent(base, tmp_path, label="nightly")  # a deployment's name
+    client, _ = _client(tmp_path)
+    run = client.get_run(run_id)
+    assert run.info.run_name == "nightly: raft, raft++, grpo x3, raft"
+    assert run.data.tags["cotflow.kind"] == "pipeline"
+    many = read_params(_params(tmp_path, ["raft", "grpo"] * 60))
+    assert len(parent_name(many, tmp_path)) == 250  # MLflow's limit on a run name
