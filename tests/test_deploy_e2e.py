@@ -137,12 +137,13 @@ def test_triggered_run_completes_pushes_and_tracks(stack):
     parents = _runs(mlflow_url, "tags.`cotflow.kind` = 'pipeline'")
     assert len(parents) == 1 and parents[0]["info"]["status"] == "FINISHED"
     parent_id = parents[0]["info"]["run_id"]
+    assert parents[0]["info"]["run_name"].startswith(f"{NAME}: ")  # the deployment's name
     children = _runs(mlflow_url, f"tags.`mlflow.parentRunId` = '{parent_id}'")
     assert [_tags(c)["cotflow.iteration"] for c in children] == ["001"]
     metrics = {m["key"] for m in children[0]["data"]["metrics"]}
-    assert {"evaluate/accuracy", "train/loss", "sample/tokens_per_s"} <= metrics
+    assert {"eval/accuracy", "stats/train/loss", "timing/sample/tokens_per_s"} <= metrics
     history = httpx.get(f"{mlflow_url}/api/2.0/mlflow/metrics/get-history",
-                        params={"run_id": parent_id, "metric_key": "evaluate/accuracy"}).json()
+                        params={"run_id": parent_id, "metric_key": "eval/accuracy"}).json()
     assert sorted(m["step"] for m in history["metrics"]) == [0, 1]
     arts = httpx.get(f"{mlflow_url}/api/2.0/mlflow/artifacts/list",
                      params={"run_id": children[0]["info"]["run_id"]}).json()

@@ -84,6 +84,13 @@ def test_cotflow_run_resumes_what_dvc_left_with_identical_results(
     for key in ("001", "002"):
         timing = json.loads((ws / f"artifacts/iter-{key}/timing/evaluate.json").read_text())
         assert "tracking_seconds" not in timing
+    flow_parent = client.get_run(children[0][1])
+    assert flow_parent.info.run_name == f"{ws.name}: raft, raft++"
+    assert flow_parent.data.tags["cotflow.kind"] == "pipeline"
+    # A run that reproduces nothing leaves no MLflow run.
+    _run([sys.executable, "-m", "cotflow", "run"], ws, env)
+    again = client.search_runs([client.get_experiment_by_name("cotflow").experiment_id])
+    assert {r.info.run_id for r in again} == {r.info.run_id for r in runs}
 
 
 def _api(url: str, path: str, body: dict) -> list[dict]:

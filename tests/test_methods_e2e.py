@@ -45,7 +45,7 @@ def test_critique_grpo_iteration_through_dvc_and_mlflow(finished_micro, tmp_path
     assert child.data.params["algorithms.critique-grpo.critique"] == "cot"
     for name in ("refinement_success_rate", "fresh_pass_rate_on_failed", "rescued_share",
                  "mean_critique_chars"):
-        assert 0 <= child.data.metrics[f"critique/{name}"] < 100, name
+        assert 0 <= child.data.metrics[f"stats/critique/{name}"] < 100, name
     assert {a.path for a in client.list_artifacts(child.info.run_id, "critique")} == {
         "critique/critiques.parquet"}
 
@@ -94,9 +94,9 @@ def test_veripo_loop_through_dvc_and_mlflow(tmp_path_factory):
                  if r.data.tags.get("cotflow.iteration") == "002")
     for name in ("inconsistency_rate", "repetition_rate", "mean_length", "accuracy",
                  "pairs_reflection", "pairs_consistency"):
-        assert f"judge/{name}" in child.data.metrics, name
+        assert f"stats/judge/{name}" in child.data.metrics, name
     assert "evaluate/inconsistency_rate" in child.data.metrics
-    assert "train/chosen_logratio" in child.data.metrics
+    assert "stats/train/chosen_logratio" in child.data.metrics
     steps = client.get_metric_history(child.info.run_id, "train_step/margin")
     assert [m.step for m in steps] == list(range(1, train["optimizer_steps"] + 1))
     # A change to the DPO step's settings reruns the DPO iteration only.
@@ -125,8 +125,8 @@ def test_spo_iteration_through_dvc_and_mlflow(finished_micro, tmp_path_factory):
     exp = client.get_experiment_by_name("cotflow")
     child = next(r for r in client.search_runs([exp.experiment_id])
                  if r.data.tags.get("cotflow.iteration") == "002")
-    assert child.data.metrics["sample/mc_samples"] > 0
-    assert 0 < child.data.metrics["train/masked_token_share"] < 1
+    assert child.data.metrics["stats/sample/mc_samples"] > 0
+    assert 0 < child.data.metrics["stats/train/masked_token_share"] < 1
 
     raw["algorithms"]["grpo"]["kl_coef"] = 0.5  # another entry: nothing reruns
     (ws / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
@@ -178,8 +178,8 @@ def test_ton_iteration_through_dvc_and_mlflow(tmp_path_factory):
                  if r.data.tags.get("cotflow.iteration") == "001")
     assert child.data.params["kind"] == "ton" and child.data.params["verify.format"] == "think"
     assert child.data.params["algorithms.ton.format_weight"] == "1.0"
-    for name in ("evaluate/skip_ratio_difficulty_1", "verify/skip_ratio", "train/skip_ratio",
-                 "evaluate/mean_completion_tokens_difficulty_2"):
+    for name in ("evaluate/skip_ratio_difficulty_1", "stats/verify/skip_ratio",
+                 "stats/train/skip_ratio", "evaluate/mean_completion_tokens_difficulty_2"):
         assert name in child.data.metrics, name
     parent = client.get_run(child.data.tags["mlflow.parentRunId"])
     history = client.get_metric_history(parent.info.run_id, "evaluate/skip_ratio")

@@ -135,7 +135,7 @@ def test_gvm_iteration_through_dvc_and_mlflow(finished_micro, tmp_path_factory):
                  if r.data.tags.get("cotflow.iteration") == "002")
     assert {a.path for a in client.list_artifacts(child.info.run_id, "allocation")} == {
         "allocation/budget_histograms.png", "allocation/budget.parquet"}
-    assert child.data.metrics["allocate/probe_samples"] == 64
+    assert child.data.metrics["stats/allocate/probe_samples"] == 64
 
     raw["allocate"]["gvm"]["alpha"] = 0.5
     (ws / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
@@ -181,6 +181,7 @@ def test_mlflow_parent_and_child_runs(finished_micro):
                and r.data.tags["cotflow.pipeline_key"] == pipeline_key(ws)]
     assert len(parents) == 1
     parent = parents[0]
+    assert parent.info.run_name == f"{ws.name}: raft, raft++"
     assert parent.data.params["train.lr"] == str(micro_params()["train"]["lr"])
     assert parent.data.tags["mlflow.source.git.commit"] not in ("", "unknown")
     children = sorted((r for r in runs if r.data.tags.get("mlflow.parentRunId")
@@ -191,8 +192,12 @@ def test_mlflow_parent_and_child_runs(finished_micro):
         (a, a) for a in algorithms]  # raft, raft++: entries named as their kind
     for child in children:
         assert child.data.params["train.lr"] == str(micro_params()["train"]["lr"])
-        assert "evaluate/accuracy" in child.data.metrics
-        assert "train/loss" in child.data.metrics and "sample/tokens_per_s" in child.data.metrics
+        assert "eval/accuracy" in child.data.metrics
+        assert "stats/train/loss" in child.data.metrics
+        assert "timing/sample/tokens_per_s" in child.data.metrics
         assert f"dvc/train/{child.data.tags['cotflow.iteration']}" in child.data.tags
-    history = client.get_metric_history(parent.info.run_id, "evaluate/accuracy")
+        # The held-out headline first, as MLflow's compare view orders (and opens on) them.
+        assert sorted(child.data.metrics)[:3] == [
+            "eval/accuracy", "eval/mean_completion_tokens", "eval/pass_at_1"]
+    history = client.get_metric_history(parent.info.run_id, "eval/accuracy")
     assert sorted({m.step for m in history}) == [0, 1, 2]
