@@ -53,8 +53,8 @@ class ProgressLog:
         self.tokens += tokens
         self._losses.append(loss)
         if self._bar is not None:
+            self._bar.set_postfix(loss=f"{loss:.4f}", refresh=False)  # drawn by update
             self._bar.update(1)
-            self._bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
         now = self.clock()
         if (self.done == self.start + 1 or self.done >= self.total
                 or self.done // self.every > self.logged_at // self.every
