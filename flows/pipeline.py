@@ -20,6 +20,7 @@ from prefect import flow, get_run_logger, task
 
 from cotflow.config import PipelineConfig
 from cotflow.layout import STAGES, Layout, log_file
+from cotflow.log_tail import LogTail
 from cotflow.records import read_json
 from cotflow.stage_errors import stage_failure, trace_header
 from cotflow.stage_server import stage_server
@@ -55,25 +56,35 @@ def reproduce_stage(root: str, stage: str) -> bool:
 
     logger = get_run_logger()
     log_path = stage_log(Path(root), stage)
-    before = log_path.stat().st_mtime if log_path.is_file() else None
     os.chdir(root)  # DVC resolves stage names against the working directory
-    try:
+    # The stage's log reaches Prefect line by line while it runs, not after it ends.
+    with LogTail(log_path, _forwarder(logger.info, stage, log_path)) as tail:
         # In-process: the same code path as `dvc repro --single-item`, without a CLI start
         # (about 1 s) per stage. DVC still runs the stage's cmd as a subprocess.
         with stage_failure(stage), Repo(root) as repo:
             repo.reproduce(stage, single_item=True)
-    finally:
-        ran = log_path.is_file() and log_path.stat().st_mtime != before
-        if ran:
-            lines = log_path.read_text().splitlines()
-            header = trace_header(stage.split("@")[0])
-            if header in lines:  # the trace stays in the file; the failure says what it was
-                lines = lines[:lines.index(header)] + [f"{header} trace in {log_path}"]
-            for line in lines:
-                logger.info(line)
+    ran = tail.started
     if not ran:
         logger.info("%s is up to date (DVC skipped it)", stage)
     return ran
+
+
+def _forwarder(emit: Callable[[str], None], stage: str,
+               log_path: Path) -> Callable[[str], None]:
+    """`emit` each line of the stage's log but its traceback, which stays in the file: the
+    failure says what it was."""
+    header = trace_header(stage.split("@")[0])
+    hidden = False
+
+    def forward(line: str) -> None:
+        nonlocal hidden
+        if hidden:
+            return
+        if line == header:
+            hidden = True
+            line = f"{header} trace in {log_path}"
+        emit(line)
+    return forward
 
 
 @task(name="mlflow", task_run_name="log {stage}", retries=2, retry_delay_seconds=10)

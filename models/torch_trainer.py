@@ -23,6 +23,7 @@ import torch
 from cotflow.algorithms.losses import raft_loss, token_logprobs
 from cotflow.recipes.base import Example, Objective, StepSize, TokenBatch
 from models.checkpoint import Checkpointer
+from models.progress_log import ProgressLog
 from models.steps import plan_steps
 
 log = logging.getLogger(__name__)
@@ -97,8 +98,8 @@ LossFn = Callable[[Batch, StepSize], tuple[torch.Tensor, dict[str, float]]]
 
 def optimize(
     model, optimizer: torch.optim.Optimizer, steps: Iterator[Step], loss_fn: LossFn, *,
-    max_grad_norm: float, lr_at: Callable[[int], float] | None = None,
-    checkpoint: Checkpointer | None = None,
+    max_grad_norm: float, total: int, label: str,
+    lr_at: Callable[[int], float] | None = None, checkpoint: Checkpointer | None = None,
 ) -> dict[str, Any]:
     """One optimizer step per `Step`: the micro-batches' losses are shares of the step's
     loss (the objective divides by the step's size), so their gradients are summed, not
@@ -107,7 +108,8 @@ def optimize(
 
     With `checkpoint`, save a resume point every `checkpoint.every` optimizer steps and
     start from the last one saved: `steps` must then be the same sequence on every run
-    (seeded), since the steps already taken are skipped.
+    (seeded), since the steps already taken are skipped. Of the `total` steps expected, the
+    loop logs its progress under `label` (models/progress_log.py).
     """
     model.train()
     sums: dict[str, float] = {}
@@ -125,32 +127,36 @@ def optimize(
         steps = itertools.islice(steps, steps_done, None)
     t0 = time.perf_counter()
     optimizer.zero_grad(set_to_none=True)
-    for step in steps:
-        step_loss = 0.0
-        step_sums: dict[str, float] = {}
-        for batch in step.batches:
-            loss, extra = loss_fn(batch, step.size)
-            loss.backward()
-            step_loss += loss.item()
-            for key, val in extra.items():
-                step_sums[key] = step_sums.get(key, 0.0) + val
-            micro += 1
-            tokens += int(batch.attention_mask.sum())
-        for key, val in step_sums.items():
-            sums[key] = sums.get(key, 0.0) + val
-        norm = _step(model, optimizer, max_grad_norm, lr_at(steps_done) if lr_at else None)
-        sums["loss"] = sums.get("loss", 0.0) + step_loss
-        sums["grad_norm"] = sums.get("grad_norm", 0.0) + norm
-        steps_done += 1
-        n_micro = max(len(step.batches), 1)
-        history.append({"step": steps_done, "loss": step_loss, "grad_norm": norm,
-                        **{k: v / n_micro for k, v in step_sums.items()}})
-        if checkpoint is not None and checkpoint.due(steps_done):
-            checkpoint.save({
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "torch_rng": torch.get_rng_state(), "python_rng": random.getstate(),
-                "sums": sums, "steps": steps_done, "micro": micro, "tokens": tokens,
-                "history": history})
+    with ProgressLog(label, total, logger=log, start=steps_done) as progress:
+        for step in steps:
+            step_loss = 0.0
+            step_sums: dict[str, float] = {}
+            step_tokens = 0
+            for batch in step.batches:
+                loss, extra = loss_fn(batch, step.size)
+                loss.backward()
+                step_loss += loss.item()
+                for key, val in extra.items():
+                    step_sums[key] = step_sums.get(key, 0.0) + val
+                micro += 1
+                step_tokens += int(batch.attention_mask.sum())
+            for key, val in step_sums.items():
+                sums[key] = sums.get(key, 0.0) + val
+            norm = _step(model, optimizer, max_grad_norm, lr_at(steps_done) if lr_at else None)
+            sums["loss"] = sums.get("loss", 0.0) + step_loss
+            sums["grad_norm"] = sums.get("grad_norm", 0.0) + norm
+            steps_done += 1
+            tokens += step_tokens
+            progress.step(step_loss, step_tokens)
+            n_micro = max(len(step.batches), 1)
+            history.append({"step": steps_done, "loss": step_loss, "grad_norm": norm,
+                            **{k: v / n_micro for k, v in step_sums.items()}})
+            if checkpoint is not None and checkpoint.due(steps_done):
+                checkpoint.save({
+                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "torch_rng": torch.get_rng_state(), "python_rng": random.getstate(),
+                    "sums": sums, "steps": steps_done, "micro": micro, "tokens": tokens,
+                    "history": history})
     seconds = time.perf_counter() - t0
     per_step = ("loss", "grad_norm")
     stats = {k: v / max(micro, 1) for k, v in sums.items() if k not in per_step}
@@ -208,6 +214,7 @@ def sft_steps(model, pad_id: int, examples: Sequence[Example], *, steps: int, ba
 
     optimizer = make_optimizer(model, lr=lr, betas=betas, weight_decay=weight_decay)
     return optimize(model, optimizer, batches(), sft, max_grad_norm=max_grad_norm,
+                    total=steps, label="warm start",
                     lr_at=warmup_cosine(lr, warmup_steps, steps), checkpoint=checkpoint)
 
 
@@ -320,4 +327,5 @@ def train_policy(model, pad_id: int, examples: Sequence[Example], objective: Obj
 
     optimizer = make_optimizer(model, lr=lr, betas=betas, weight_decay=weight_decay)
     return optimize(model, optimizer, steps(), loss_fn, max_grad_norm=max_grad_norm,
-                    lr_at=warmup_constant(lr, warmup_steps), checkpoint=checkpoint)
+                    total=len(plan), label="train", lr_at=warmup_constant(lr, warmup_steps),
+                    checkpoint=checkpoint)

@@ -72,6 +72,18 @@ def test_cotflow_run_resumes_what_dvc_left_with_identical_results(
     tasks = _api(prefect_server, "/task_runs/filter", {})
     assert {t["name"] for t in tasks} >= {"prepare", "train@002", "evaluate@002",
                                           "log evaluate@002"}
+    # train@002's log reached its task run (forwarded as written: cotflow/log_tail.py),
+    # every line once, its progress lines among them.
+    from collections import Counter
+
+    from flows.pipeline import stage_log
+
+    train = next(t["id"] for t in tasks if t["name"] == "train@002")
+    logs = _api(prefect_server, "/logs/filter",
+                {"logs": {"task_run_id": {"any_": [train]}}, "limit": 200})
+    lines = stage_log(ws, "train@002").read_text().splitlines()
+    assert any(": step " in line and "ETA" in line for line in lines)
+    assert Counter(m for m in (r["message"] for r in logs) if m in set(lines)) == Counter(lines)
     # The flow logged the iterations it ran, in its own process: the stages did not.
     from mlflow.tracking import MlflowClient
 
