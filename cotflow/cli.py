@@ -76,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
             from flows.pipeline import run_pipeline  # validates params before anything runs
 
             metrics = run_pipeline(root)
+            # DVC's per-stage hint, once: what a commit needs for `dvc exp` to compare.
+            print("to keep this run in git (for dvc exp show / metrics diff): git add dvc.lock "
+                  "artifacts/*/metrics.json artifacts/*/accuracy.png")
             print("final held-out metrics: " + ", ".join(
                 f"{k}={v}" for k, v in metrics.items() if k != "iteration"))
         elif args.command == "deploy":

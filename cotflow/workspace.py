@@ -13,9 +13,10 @@ import yaml
 
 PROJECT = Path(__file__).resolve().parents[1]
 SKIP = ("tests/", "benchmarks/", ".ci/")
-# What running the project leaves in a checkout (a user's `dvc repro`, `dvc plots show`): a
-# fresh workspace starts without it, whatever state the checkout is in.
-LEFT_BY_RUNS = ("dvc.lock", "dvc_plots/")
+# What running the project leaves in a checkout (a user's `dvc repro`, `dvc plots show`;
+# artifacts/*/metrics.json and accuracy.png are not git-ignored, for DVC's experiments): a
+# fresh workspace starts without it, whatever state the checkout is in, even committed.
+LEFT_BY_RUNS = ("dvc.lock", "dvc_plots/", "artifacts/")
 
 
 def make_workspace(dest: Path, params: dict[str, Any] | None = None,

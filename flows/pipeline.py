@@ -57,16 +57,27 @@ def reproduce_stage(root: str, stage: str) -> bool:
     logger = get_run_logger()
     log_path = stage_log(Path(root), stage)
     os.chdir(root)  # DVC resolves stage names against the working directory
+    _dvc_prints_once()
     # The stage's log reaches Prefect line by line while it runs, not after it ends.
     with LogTail(log_path, _forwarder(logger.info, stage, log_path)) as tail:
         # In-process: the same code path as `dvc repro --single-item`, without a CLI start
         # (about 1 s) per stage. DVC still runs the stage's cmd as a subprocess.
         with stage_failure(stage), Repo(root) as repo:
+            repo.scm_context.quiet = True  # its "git add dvc.lock" hint: once, at the end
             repo.reproduce(stage, single_item=True)
     ran = tail.started
     if not ran:
         logger.info("%s is up to date (DVC skipped it)", stage)
     return ran
+
+
+def _dvc_prints_once() -> None:
+    """DVC prints through its own handlers (as `dvc repro` does); its records also reached
+    Prefect's console handler on the root logger, so every DVC line came out twice."""
+    import logging
+
+    for name in ("dvc", "dvc_objects", "dvc_data"):
+        logging.getLogger(name).propagate = False
 
 
 def _forwarder(emit: Callable[[str], None], stage: str,

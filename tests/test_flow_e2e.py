@@ -65,6 +65,10 @@ def test_cotflow_run_resumes_what_dvc_left_with_identical_results(
     _dvc(ws, env, "repro", "allocate@001")  # DVC starts the work...
     out = _run([sys.executable, "-m", "cotflow", "run"], ws, env)  # ...Prefect finishes it
     assert "prepare" in out.stdout + out.stderr
+    # DVC's lines once each (its own handler, not Prefect's console too), its git hint once.
+    printed = out.stdout + out.stderr
+    assert printed.count("Running stage 'train@002'") == 1
+    assert printed.count("git add dvc.lock") == 1
     assert json.loads(_dvc(ws, env, "status", "--json").stdout) == {}
     assert _lock_outs(ws) == _lock_outs(ws_ref)  # same outputs, byte for byte
     flow_runs = _api(prefect_server, "/flow_runs/filter", {})

@@ -3,6 +3,8 @@ tests/test_flow_e2e.py)."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import subprocess
@@ -68,16 +70,22 @@ def test_second_repro_does_nothing(repro_ws):
 
 
 def test_train_param_change_reruns_train_and_what_follows_only(repro_ws):
+    """A user's variant: `dvc exp run -S train.lr=...` on a committed pipeline reruns train
+    and what follows only, and `dvc exp show --only-changed` shows the param and metrics."""
     ws, env = repro_ws
+    _git(ws, "add", "-A")  # the finished pipeline: its lock, metrics and figures
+    _git(ws, "commit", "-qm", "micro pipeline")
     params = (ws / "params.yaml").read_text()
     raw = yaml.safe_load(params)
-    raw["train"]["lr"] = raw["train"]["lr"] / 2
+    lr = raw["train"]["lr"] / 2
+    raw["train"]["lr"] = lr
     (ws / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    stale = json.loads(_dvc(ws, env, "status", "--json").stdout)
+    assert sorted(stale) == ["train@001", "train@002", "validate"]  # validate: any param
+    (ws / "params.yaml").write_text(params)
     try:
-        stale = json.loads(_dvc(ws, env, "status", "--json").stdout)
-        assert sorted(stale) == ["train@001", "train@002", "validate"]  # validate: any param
         outs_before = _lock_outs(ws)
-        ran = _ran(_dvc(ws, env, "repro").stdout)
+        ran = _ran(_dvc(ws, env, "exp", "run", "-S", f"train.lr={lr}").stdout)
         assert ran[0] == "train@001"
         upstream = {"prepare", "allocate@001", "sample@001", "verify@001", "critique@001",
                     "judge@001"}
@@ -87,12 +95,36 @@ def test_train_param_change_reruns_train_and_what_follows_only(repro_ws):
         assert "allocate@002" in ran
         assert _lock_outs(ws)["allocate@002"] == outs_before["allocate@002"]
         assert {"evaluate@001", "sample@002", "train@002", "evaluate@002"} <= set(ran)
+        _exp_show_compares(ws, env, lr)
     finally:
         (ws / "params.yaml").write_text(params)
     # Back to the old value: DVC's run-cache restores the old outputs instead of training.
     out = _dvc(ws, env, "repro").stdout
     assert "is cached - skipping run" in out
     assert json.loads(_dvc(ws, env, "status", "--json").stdout) == {}
+
+
+def _exp_show_compares(ws: Path, env: dict[str, str], lr: float) -> None:
+    """The committed run and the experiment side by side: every iteration's metrics read
+    (no `!`: they are in both commits), and --only-changed keeps the changed param."""
+    every = list(csv.DictReader(io.StringIO(_dvc(ws, env, "exp", "show", "--csv").stdout)))
+    head = next(r for r in every if r["typ"] == "baseline" and r["rev"] != "workspace")
+    exp = next(r for r in every if r["typ"].startswith("branch"))
+    accuracy = [c for c in every[0] if c.endswith("metrics.json:accuracy")]
+    assert len(accuracy) == 3, list(every[0])  # base, iter-001, iter-002
+    assert all(head[c] not in ("", "!") and exp[c] not in ("", "!") for c in accuracy)
+    changed = list(csv.DictReader(io.StringIO(
+        _dvc(ws, env, "exp", "show", "--only-changed", "--csv").stdout)))
+    assert float(changed[-1]["train.lr"]) == lr
+    # Halving lr changes what iteration 002's policy writes; the warm start's are the same.
+    assert any(c.startswith("artifacts/iter-002/metrics.json:") for c in changed[0])
+    assert not any(c.startswith("artifacts/base/") for c in changed[0])
+    assert not any("/stats/" in c for c in every[0])  # the stages' stats are not metrics
+
+
+def _git(ws: Path, *args: str) -> None:
+    subprocess.run(["git", "-c", "user.name=cotflow", "-c", "user.email=cotflow@localhost",
+                    *args], cwd=ws, check=True, capture_output=True)
 
 
 def _ran(stdout: str) -> list[str]:
@@ -158,13 +190,16 @@ def test_every_trained_parameter_changed(finished_micro):
     assert all(t["examples"] > 0 for t in train), train
 
 
-def test_metrics_and_plots(finished_micro):
+def test_metrics_and_plots(finished_micro, tmp_path):
     ws, env = finished_micro, _env(finished_micro)
     shown = json.loads(_dvc(ws, env, "metrics", "show", "--json").stdout)
     data = next(iter(shown.values()))["data"]
     assert "accuracy" in data["artifacts/iter-002/metrics.json"]["data"]
-    plots = json.loads(_dvc(ws, env, "plots", "show", "--json").stdout)
-    assert any("iter-002/curve.json" in key for key in plots["data"])
+    assert set(data) == {f"artifacts/{f}/metrics.json" for f in ("base", "iter-001", "iter-002")}
+    # Images only: the page DVC writes needs no network (data plots load vega from a CDN).
+    _dvc(ws, env, "plots", "show", "-o", str(tmp_path / "page"))
+    page = (tmp_path / "page/index.html").read_text()
+    assert "iter-002_accuracy.png" in page and "<script src=" not in page
     assert (ws / "artifacts/iter-002/accuracy.png").read_bytes().startswith(b"\x89PNG")
 
 

@@ -5,18 +5,19 @@ from __future__ import annotations
 
 import subprocess
 
-from cotflow.workspace import make_workspace
+from cotflow.workspace import PROJECT, make_workspace
 
 
 def test_workspace_leaves_out_what_runs_left_and_keeps_new_files(tmp_path):
     project = tmp_path / "checkout"
     (project / "dvc_plots").mkdir(parents=True)
-    (project / ".gitignore").write_text("mlflow.db\n/artifacts/\n")
+    (project / ".gitignore").write_text((PROJECT / ".gitignore").read_text())
     for name in ("dvc.yaml", "params.yaml", "dvc.lock", "dvc_plots/index.html", "mlflow.db",
                  "new_module.py"):
         (project / name).write_text(name)
-    (project / "artifacts").mkdir()
-    (project / "artifacts/x.parquet").write_text("x")
+    (project / "artifacts/iter-001").mkdir(parents=True)
+    for name in ("x.parquet", "iter-001/metrics.json", "iter-001/accuracy.png"):
+        (project / "artifacts" / name).write_text("x")  # the last two: not git-ignored
     subprocess.run(["git", "init", "-q"], cwd=project, check=True)
     subprocess.run(["git", "add", "dvc.yaml", "params.yaml", ".gitignore", "dvc.lock"],
                    cwd=project, check=True)  # even a committed dvc.lock stays behind
