@@ -68,7 +68,21 @@ def reproduce_stage(root: str, stage: str) -> bool:
     ran = tail.started
     if not ran:
         logger.info("%s is up to date (DVC skipped it)", stage)
+        _mark_stale_failure(log_path, stage)
     return ran
+
+
+def _mark_stale_failure(log_path: Path, stage: str) -> None:
+    """A stage that failed, then came back from DVC's run-cache without running, keeps the
+    failed attempt's log: say so at its end, so its traceback is not read as today's."""
+    note = "the failure above is of an earlier attempt\n"
+    text = log_path.read_text(errors="replace") if log_path.is_file() else ""
+    if trace_header(stage.split("@")[0]) in text and not text.endswith(note):
+        from datetime import datetime
+
+        with log_path.open("a") as f:
+            f.write(f"{datetime.now():%Y-%m-%d %H:%M:%S} {stage} is up to date now (its "
+                    f"outputs restored by DVC): {note}")
 
 
 def _dvc_prints_once() -> None:

@@ -112,3 +112,21 @@ def test_forwarder_keeps_the_trace_in_the_file(tmp_path: Path) -> None:
     for line in ("loading", header, "Traceback (most recent call last):", "ValueError: x"):
         forward(line)
     assert got.lines == ["loading", f"{header} trace in {tmp_path / 'train.log'}"]
+
+
+def test_a_failed_log_restored_by_dvc_says_its_failure_is_old(tmp_path: Path) -> None:
+    from flows.pipeline import _mark_stale_failure
+
+    log = tmp_path / "train.log"
+    log.write_text(f"step 1\n{trace_header('train')}\nTraceback ...\nValueError: x\n")
+    _mark_stale_failure(log, "train@002")
+    _mark_stale_failure(log, "train@002")  # a second no-op run: the note once
+    lines = log.read_text().splitlines()
+    assert lines[-1].endswith("train@002 is up to date now (its outputs restored by DVC): "
+                              "the failure above is of an earlier attempt")
+    assert len(lines) == 5
+    clean = tmp_path / "evaluate.log"
+    clean.write_text("done\n")
+    _mark_stale_failure(clean, "evaluate@002")
+    _mark_stale_failure(tmp_path / "missing.log", "sample@001")
+    assert clean.read_text() == "done\n" and not (tmp_path / "missing.log").exists()
