@@ -23,13 +23,28 @@ import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
 PROJECT = Path(__file__).resolve().parents[1]
+# Rank 0 logs its progress lines under this name into launch.log; the stage's process
+# forwards those (and only those: the launcher's own output stays in the file) to its log.
+PROGRESS_LOGGER = "cotflow.deepspeed_progress"
+
+
+def progress_forwarder(emit: Callable[[str], None]) -> Callable[[str], None]:
+    """A LogTail callback: `emit` the message of each progress line of launch.log."""
+    marker = f" {PROGRESS_LOGGER} "
+
+    def forward(line: str) -> None:
+        _, found, message = line.partition(marker)
+        if found:
+            emit(message)
+    return forward
 
 
 def launch_argv(ds: Any, job: Path) -> list[str]:
@@ -89,8 +104,11 @@ def train_policy_deepspeed(model, pad_id: int, examples: Sequence[Any], objectiv
     log.info("launching %d rank(s): %s", ds.num_gpus * ds.num_nodes, shlex.join(argv))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [str(PROJECT), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    from cotflow.log_tail import LogTail
+
     t0 = time.perf_counter()
-    with open(job_dir / "launch.log", "wb") as out:
+    launch_log = job_dir / "launch.log"
+    with open(launch_log, "wb") as out, LogTail(launch_log, progress_forwarder(log.info)):
         proc = subprocess.Popen(argv, cwd=PROJECT, env=env, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True)
         try:
@@ -134,6 +152,7 @@ def _rank_main(job_dir: Path) -> None:
     from transformers import AutoModelForCausalLM
 
     from cotflow.recipes.base import Example
+    from models.progress_log import ProgressLog
     from models.steps import accumulation, plan_steps
     from models.torch_trainer import (
         collate,
@@ -177,42 +196,54 @@ def _rank_main(job_dir: Path) -> None:
     curve, grad_norms = [], []
     tokens = micro = 0
     t0 = time.perf_counter()
-    for s, step in enumerate(plan):
-        size = step_size(encoded, [i for share in step for m in share for i in m], unit_of)
-        for group in engine.optimizer.param_groups:
-            group["lr"] = lr_at(s)
-        step_loss = 0.0
-        for mine in step[rank]:
-            # A rank with no example in this slot still steps in time with the others: it
-            # runs a micro-batch of the step (whole units: a DPO pair stays a pair) at
-            # weight 0.
-            empty = not mine
-            idx = mine or next(m for share in step for m in share if m)
-            batch = collate([encoded[i] for i in idx], idx, pad_id)
-            for name in ("input_ids", "attention_mask", "response_mask"):
-                setattr(batch, name, getattr(batch, name).to(device))
-            loss, extra = objective_loss(engine, objective, batch, size, examples,
-                                         old=saved["old"], ref=saved["ref"])
-            if empty:
-                loss = loss * 0.0
-            engine.backward(loss * (world * gas))  # engine divides by both
-            engine.step()
-            step_loss += loss.item()
-            if not empty:
-                micro += 1
-                tokens += int(batch.attention_mask.sum())
-                for key, val in extra.items():
-                    sums[key] = sums.get(key, 0.0) + val
-        curve.append(step_loss)
-        norm = engine.get_global_grad_norm()
-        grad_norms.append(float(norm) if norm is not None else 0.0)
+    progress = ProgressLog(f"train (deepspeed, {world} rank{'s' * (world > 1)})", len(plan),
+                           logger=logging.getLogger(PROGRESS_LOGGER)) if rank == 0 else None
+    with progress or nullcontext():
+        for s, step in enumerate(plan):
+            size = step_size(encoded, [i for share in step for m in share for i in m], unit_of)
+            for group in engine.optimizer.param_groups:
+                group["lr"] = lr_at(s)
+            step_loss, step_tokens = 0.0, 0
+            for mine in step[rank]:
+                # A rank with no example in this slot still steps in time with the others: it
+                # runs a micro-batch of the step (whole units: a DPO pair stays a pair) at
+                # weight 0.
+                empty = not mine
+                idx = mine or next(m for share in step for m in share if m)
+                batch = collate([encoded[i] for i in idx], idx, pad_id)
+                for name in ("input_ids", "attention_mask", "response_mask"):
+                    setattr(batch, name, getattr(batch, name).to(device))
+                loss, extra = objective_loss(engine, objective, batch, size, examples,
+                                             old=saved["old"], ref=saved["ref"])
+                if empty:
+                    loss = loss * 0.0
+                engine.backward(loss * (world * gas))  # engine divides by both
+                engine.step()
+                step_loss += loss.item()
+                if not empty:
+                    micro += 1
+                    step_tokens += int(batch.attention_mask.sum())
+                    for key, val in extra.items():
+                        sums[key] = sums.get(key, 0.0) + val
+            curve.append(step_loss)
+            tokens += step_tokens
+            # The step's loss and tokens over every rank, for rank 0's progress line: one
+            # small collective per step (the ranks step in lockstep anyway).
+            shared = torch.tensor([step_loss, step_tokens], dtype=torch.float64, device=device)
+            dist.all_reduce(shared)
+            if progress is not None:
+                progress.step(float(shared[0]), int(shared[1]))
+            norm = engine.get_global_grad_norm()
+            grad_norms.append(float(norm) if norm is not None else 0.0)
     seconds = time.perf_counter() - t0
     # Sums over ranks: the step loss is the sum of the ranks' shares; other metrics are
     # means over every rank's micro-batches, as one process would have seen them.
     keys = sorted(sums)
+    # On the collective's device: nccl reduces CUDA tensors only (gloo, CPU ones).
     packed = torch.tensor([*(sums[k] for k in keys), tokens, micro, *curve],
-                          dtype=torch.float64)
+                          dtype=torch.float64, device=device)
     dist.all_reduce(packed)
+    packed = packed.cpu()
     n_micro = max(float(packed[len(keys) + 1]), 1.0)
     losses = [float(v) for v in packed[len(keys) + 2:]]
     stats = {k: float(packed[i]) / n_micro for i, k in enumerate(keys)}

@@ -59,7 +59,9 @@ def _update_gap(start, reference, other) -> float:
 
 
 @pytest.mark.parametrize("algorithm", ["raft", "raft++"])
-def test_zero2_two_ranks_matches_torch(ws, algorithm):
+def test_zero2_two_ranks_matches_torch(ws, algorithm, caplog):
+    import logging
+
     from cotflow.recipes import raft, raft_plus_plus
     from models.deepspeed_trainer import train_policy_deepspeed
     from models.torch_trainer import stage_start_logprobs, train_policy
@@ -71,6 +73,7 @@ def test_zero2_two_ranks_matches_torch(ws, algorithm):
     ds_model, _ = load_policy(it.prev_policy, for_training=True)
     pad = tokenizer.pad_token_id
     torch.set_num_threads(1)
+    caplog.set_level(logging.INFO, logger="models.deepspeed_trainer")
     objective, old = raft.objective(), None
     if algorithm == "raft++":
         objective = raft_plus_plus.objective(raft_plus_plus.Settings(
@@ -91,6 +94,13 @@ def test_zero2_two_ranks_matches_torch(ws, algorithm):
     assert got["grad_norm"] == pytest.approx(want["grad_norm"], rel=1e-3)
     assert _update_gap(start, ref, ds_model) < 0.01
     assert not (ws / ".cache" / "ds-job").exists()
+    # Rank 0's progress lines reached this process's log while the ranks ran, the last at
+    # the last step; the launcher's own output did not.
+    lines = [r.getMessage() for r in caplog.records if r.name == "models.deepspeed_trainer"]
+    progress = [m for m in lines if m.startswith("train (deepspeed, 2 ranks)")]
+    steps = got["optimizer_steps"]
+    assert progress and f"{steps}/{steps}" in progress[-1], lines
+    assert all(m.startswith(("launching", "train (deepspeed")) for m in lines), lines
 
 
 def test_train_stage_on_deepspeed_launcher_zero3_saves_plain_checkpoint(ws):

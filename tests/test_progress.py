@@ -81,3 +81,19 @@ def test_resumed_and_cut_short_loop_logs_its_last_step(
     assert [r.getMessage() for r in caplog.records] == [
         "warm start: step 41/50 (82%) loss 2.0000, 1.00 steps/s, 100 tokens/s, ETA 9s",
         "warm start: step 43/50 (86%) loss 2.0000, 1.00 steps/s, 100 tokens/s, ETA 7s"]
+
+
+def test_deepspeed_progress_lines_are_forwarded_alone() -> None:
+    from models.deepspeed_trainer import PROGRESS_LOGGER, progress_forwarder
+
+    got: list[str] = []
+    forward = progress_forwarder(got.append)
+    for line in (
+            "[2026-12-02 07:00:00,000] [INFO] [launch.py:256:main] process 4242 spawned",
+            f"2026-12-02 07:00:05,123 {PROGRESS_LOGGER} train (deepspeed, 2 ranks): step 1/4 "
+            "(25%) loss 0.5000, 1.00 steps/s, 100 tokens/s, ETA 3s",
+            "2026-12-02 07:00:05,200 deepspeed INFO something else",
+            f"{PROGRESS_LOGGER} without the separator"):
+        forward(line)
+    assert got == ["train (deepspeed, 2 ranks): step 1/4 (25%) loss 0.5000, 1.00 steps/s, "
+                   "100 tokens/s, ETA 3s"]
