@@ -158,7 +158,8 @@ class VerifyConfig(Section):
     workers: NonNegInt
     memory_mb: Annotated[int, Field(ge=128)]
     check_steps: bool  # reward 0 for a right answer reached through a wrong arithmetic step
-    format: Literal["boxed", "think"]  # where completions state their answer (extract.FORMATS)
+    # Where completions state their answer: cotflow/verify/extract.py FORMATS, in its order.
+    format: Literal["boxed", "think", "gsm8k", "answer-tag", "last-number", "auto"]
 
 
 class TrainConfig(Section):

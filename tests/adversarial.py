@@ -94,3 +94,40 @@ def corpus(canary: Path) -> list[tuple[str, str, str]]:
                                                                  strict=True)]
     out += [("malformed", "7", f"\\boxed{{{s}}}") for s in malformed]
     return out
+
+
+def format_corpus(canary: Path) -> list[tuple[str, str, str]]:
+    """(verify.format, gold, completion): hostile text for each answer format but boxed's
+    (``corpus``): megabytes of digits, 100k markers or tags, unclosed tags, deep nesting and
+    injections where the format passes text on. What the formats read is a number at most,
+    or text that math-verify sees: never correct for gold 7."""
+    touch = f"__import__('os').system('touch {canary}')"
+    n = 100_000
+    digits = "1" * 1_000_000
+    deep = "(" * 10_000 + "1" + ")" * 10_000
+    return [
+        ("gsm8k", "7", "####" * n),
+        ("gsm8k", "7", "#### 1\n" * n),
+        ("gsm8k", "7", "#### " + digits),
+        ("gsm8k", "7", "#### " + "{" * 10_000),
+        ("gsm8k", "7", "#### " + deep),
+        ("gsm8k", "7", f"#### {touch}"),
+        ("gsm8k", "7", r"#### 9^{9^{9}}"),
+        ("answer-tag", "7", "<answer>" * n),
+        ("answer-tag", "7", "</answer>" * n),
+        ("answer-tag", "7", "<answer>1</answer><answer>" + digits),
+        ("answer-tag", "7", f"<answer>{deep}</answer>"),
+        ("answer-tag", "7", f"<answer>{touch}</answer>"),
+        ("answer-tag", "7", r"<answer>9^{9^{9}}</answer>"),
+        ("last-number", "7", digits),
+        ("last-number", "7", "1," * 500_000),
+        ("last-number", "7", "-" * 1_000_000),
+        ("last-number", "7", "answer is " * n),
+        ("last-number", "7", "answer" + ":" * 1_000_000 + "x"),
+        ("last-number", "7", "1e" * 500_000),
+        ("last-number", "7", ".1" * 500_000),
+        ("last-number", "7", "\u22121" * 300_000),
+        ("auto", "7", "\\boxed{" * n + "####" * n + "<answer>" * n + "1" * n),
+        ("auto", "7", "<answer>" * n + "1/" * n),
+        ("auto", "7", f"#### {touch}\n" + digits),
+    ]

@@ -16,6 +16,7 @@ from cotflow.verify.grade import (
     UNPARSEABLE,
     Grade,
     grade_answer,
+    triage,
 )
 
 PWNED = "/tmp/pwned_cotflow"
@@ -186,4 +187,21 @@ def test_adversarial_injections_not_executed_in_process(tmp_path) -> None:
     for cat, gold, completion in corpus(canary):
         if cat == "injection":  # the others need the pool's time limit
             assert grade_answer(gold, completion).verdict in (UNPARSEABLE, INCORRECT)
+    assert not canary.exists()
+
+
+def test_adversarial_formats_extract_in_linear_time(tmp_path) -> None:
+    """Each format's hostile text (megabytes of digits, 100k markers, unclosed tags) is
+    read within the time the pool parent may spend inline; what passes on is never correct."""
+    from tests.adversarial import format_corpus
+
+    canary = tmp_path / "canary"
+    for fmt, gold, completion in format_corpus(canary):
+        start = time.perf_counter()
+        first = triage(gold, completion, fmt)
+        assert time.perf_counter() - start < 2.0, (fmt, completion[:40])
+        if isinstance(first, Grade):
+            assert first.verdict in (UNPARSEABLE, INCORRECT), (fmt, completion[:40], first)
+        elif "touch" in completion:  # injections are quick to refuse: grade them here
+            assert grade_answer(gold, completion, fmt).verdict in (UNPARSEABLE, INCORRECT)
     assert not canary.exists()

@@ -179,6 +179,25 @@ def test_adversarial_corpus_is_contained(tmp_path) -> None:
     assert not canary.exists()
 
 
+def test_adversarial_formats_are_contained(tmp_path) -> None:
+    """The same limits hold in every answer format (tests/adversarial.py format_corpus)."""
+    from cotflow.verify.extract import FORMATS
+    from tests.adversarial import format_corpus
+
+    canary = tmp_path / "canary"
+    items = format_corpus(canary)
+    assert {fmt for fmt, _, _ in items} == set(FORMATS) - {"boxed", "think"}
+    with VerifierPool(workers=2, timeout_s=1.0, memory_mb=512) as p:
+        p.grade_many([("1", r"\boxed{\frac{2}{2}}")] * 2)
+        for fmt, gold, completion in items:
+            start = time.monotonic()
+            (grade,) = p.grade_many([(gold, completion)], fmt)
+            # The limit, plus the parent's inline read of a megabyte on 2 shared cores.
+            assert time.monotonic() - start < p.timeout_s + 1.0, (fmt, completion[:40])
+            assert grade.verdict in (UNPARSEABLE, TIMEOUT, INCORRECT), (fmt, completion[:40])
+    assert not canary.exists()
+
+
 # Answers that need math-verify, so they travel to a worker (several per message).
 WORKER_BOUND = [
     (r"2\sqrt{2}", r"\boxed{\sqrt{8}}"),

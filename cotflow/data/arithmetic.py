@@ -196,17 +196,19 @@ def make_splits(
     return unique[n_test:], unique[:n_test]
 
 
-_BOXED_LINE = re.compile(r"\\boxed\{[^{}]*\}")
+# A line that only states the answer: in the boxed, gsm8k and answer-tag formats.
+_ANSWER_LINE = re.compile(r"\\boxed\{[^{}]*\}|####[^\n]*|<answer>[^<]*</answer>")
 # Bounded digits: model text may hold huge numbers, and int() of them is slow or refused.
 _NUM = r"-?(?:\d{1,3}(?:,\d{3}){1,10}|\d{1,30})"
 _EQUATION = re.compile(rf"({_NUM})\s*([-+*/x\u00d7\u2212])\s*({_NUM})\s*=\s*({_NUM})")
 
 
 def solution_steps(solution: str) -> list[str]:
-    """The non-empty reasoning lines of a solution, without a final bare ``\\boxed{...}`` line."""
+    """The non-empty reasoning lines of a solution, without a final bare answer line
+    (``\\boxed{x}``, ``#### x`` or ``<answer>x</answer>``)."""
     lines = [line.strip() for line in solution.splitlines()]
     lines = [line for line in lines if line]
-    if lines and _BOXED_LINE.fullmatch(lines[-1]):
+    if lines and _ANSWER_LINE.fullmatch(lines[-1]):
         lines.pop()
     return lines
 

@@ -1,6 +1,10 @@
 """The warm start's SFT targets: each problem's worked solution, written in the format the
 verifier reads (verify.format), and TON's thought dropout.
 
+The solution as it is (its last line ``\\boxed{x}``) is read by ``boxed``, ``auto`` and, on
+numeric answers, ``last-number``; ``gsm8k`` and ``answer-tag`` end the working with
+``#### x`` and ``<answer>x</answer>`` instead.
+
 In TON's format the working is the thought and the final answer the answer:
 ``3+4=7\\n\\boxed{7}`` becomes ``<think>\\n3+4=7\\n</think><answer>7</answer>``. Thought
 dropout (TON, arXiv 2505.16854; specs/algorithms-b.md §3.3) replaces the thought by the
@@ -17,7 +21,10 @@ from typing import Any
 
 from cotflow.data.arithmetic import solution_steps
 from cotflow.verify.extract import FORMATS
-from cotflow.verify.think import think_answer
+from cotflow.verify.think import ANSWER_CLOSE, ANSWER_OPEN, think_answer
+
+# The line that states the answer, in the formats whose answer is not a \boxed{} line.
+_ANSWER_LINE = {"gsm8k": "#### {}", "answer-tag": ANSWER_OPEN + "{}" + ANSWER_CLOSE}
 
 
 def dropped(seed: int, problem_id: str, p: float) -> bool:
@@ -45,9 +52,12 @@ def sft_targets(problems: Sequence[dict[str, Any]], fmt: str, *, dropout: float,
     for p in problems:
         if not p["solution"]:
             continue
-        if fmt == "boxed":
+        if fmt == "think":
+            drop = dropped(seed, p["id"], dropout)
+            out.append((p, think_target(p["solution"], p["answer"], drop=drop), drop))
+        elif fmt in _ANSWER_LINE:
+            lines = [*solution_steps(p["solution"]), _ANSWER_LINE[fmt].format(p["answer"])]
+            out.append((p, "\n".join(lines), False))
+        else:
             out.append((p, p["solution"], False))
-            continue
-        drop = dropped(seed, p["id"], dropout)
-        out.append((p, think_target(p["solution"], p["answer"], drop=drop), drop))
     return out

@@ -24,6 +24,7 @@ from functools import lru_cache
 from typing import Any
 
 from cotflow.verify.extract import extract_answer
+from cotflow.verify.lookalike import LOOKALIKE
 
 __all__ = [
     "CORRECT",
@@ -61,13 +62,6 @@ _LATEX_FRACTION = re.compile(r"([+-]?)\s*\\[dt]?frac" + _INT_ARG + _INT_ARG)
 # than this (relative to their size, or 1) are unequal to it as well.
 _ROUNDING_MARGIN = Fraction(1, 10**5)
 _WS = re.compile(r"\s+")
-# Characters that pass for ASCII digits, minus signs or Latin letters, and invisible ones:
-# non-ASCII decimal digits, fullwidth forms, dashes and the minus sign, Cyrillic letters,
-# zero-width and bidirectional controls. An answer with any is unparseable, not graded on
-# what it looks like (reward hacking by look-alikes, or text that reads as another number).
-_LOOKALIKE = re.compile(
-    "(?![0-9])\\d|[\uff00-\uffef\u2010-\u2015\u2212\ufe58\ufe63\u0400-\u04ff"
-    "\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]")
 _OPENERS = frozenset("({[")
 _CLOSERS = frozenset(")}]")
 
@@ -143,7 +137,7 @@ def _nesting_depth(text: str) -> int:
 def _fast_grade(gold: str, pred: str) -> Grade | None:
     """Bounded-time verdict, or None when math-verify is needed."""
     shown = pred[:_EXTRACTED_CHARS]
-    if not pred.strip() or len(pred) > MAX_PRED_CHARS or _LOOKALIKE.search(pred):
+    if not pred.strip() or len(pred) > MAX_PRED_CHARS or LOOKALIKE.search(pred):
         return Grade(UNPARSEABLE, shown)
     g, p = _as_number(gold), _as_number(pred)
     if g is not None and p is not None:
