@@ -35,6 +35,7 @@ PARENT_ENV = "COTFLOW_PARENT_RUN_ID"
 # the stages DVC starts for it then leave MLflow to it.
 FLOW_ENV = "COTFLOW_FLOW_LOGS"
 MAX_RUN_NAME = 250  # MLflow's limit on a run name
+DVC_EXP_ENV = "DVC_EXP_NAME"  # what `dvc exp run` names the experiment its stages run for
 TRACKED_STAGES = frozenset({"prepare", "evaluate"})
 SUPERSEDED = "cotflow.superseded_by"
 MAX_PARAM_VALUE = 6000  # MLflow refuses longer param values
@@ -100,12 +101,16 @@ def pipeline_key(root: Path) -> str:
 
 
 def parent_name(cfg: PipelineConfig, root: Path, label: str | None = None) -> str:
-    """`LABEL: ALGORITHMS`: who ran it (a deployment's name, else the workspace folder's) and
-    the iterations' algorithms in order, repeats compacted: `micro: raft, grpo x3`."""
+    """`LABEL: ALGORITHMS`: who ran it (a deployment's name, else the workspace folder's,
+    with the experiment's name under `dvc exp run`) and the iterations' algorithms in order,
+    repeats compacted: `micro: raft, grpo x3`, `micro [flaky-agma]: raft, raft++`."""
     algorithms = [cfg.iterations[k].algorithm for k in cfg.iteration_keys()]
     parts = [a if n == 1 else f"{a} x{n}"
              for a, n in ((a, len(list(g))) for a, g in groupby(algorithms))]
-    return f"{label or Path(root).resolve().name}: {', '.join(parts)}"[:MAX_RUN_NAME]
+    label = label or Path(root).resolve().name
+    if os.environ.get(DVC_EXP_ENV):
+        label += f" [{os.environ[DVC_EXP_ENV]}]"
+    return f"{label}: {', '.join(parts)}"[:MAX_RUN_NAME]
 
 
 def start_parent(cfg: PipelineConfig, root: Path, *, label: str | None = None) -> str:
@@ -114,6 +119,8 @@ def start_parent(cfg: PipelineConfig, root: Path, *, label: str | None = None) -
     client, exp_id = _client(cfg, root)
     tags = {"cotflow.pipeline_key": pipeline_key(root), "cotflow.kind": "pipeline",
             "mlflow.source.git.commit": git_commit(root), "cotflow.workspace": str(root)}
+    if os.environ.get(DVC_EXP_ENV):
+        tags["cotflow.dvc_experiment"] = os.environ[DVC_EXP_ENV]
     run = client.create_run(exp_id, run_name=parent_name(cfg, root, label), tags=tags)
     _log_params(client, run.info.run_id, _param_names(flatten(cfg)))
     return run.info.run_id

@@ -140,7 +140,8 @@ def test_headline_metrics_sort_first_and_timings_apart(tmp_path, monkeypatch):
     assert [m.step for m in client.get_metric_history(parent, "eval/accuracy")] == [1]
 
 
-def test_parent_names_say_who_runs_what(tmp_path):
+def test_parent_names_say_who_runs_what(tmp_path, monkeypatch):
+    monkeypatch.delenv("DVC_EXP_NAME", raising=False)
     base = read_params(_params(tmp_path, ["raft", "raft++", "grpo", "grpo", "grpo", "raft"]))
     assert parent_name(base, tmp_path) == f"{tmp_path.name}: raft, raft++, grpo x3, raft"
     run_id = start_parent(base, tmp_path, label="nightly")  # a deployment's name
@@ -150,3 +151,8 @@ def test_parent_names_say_who_runs_what(tmp_path):
     assert run.data.tags["cotflow.kind"] == "pipeline"
     many = read_params(_params(tmp_path, ["raft", "grpo"] * 60))
     assert len(parent_name(many, tmp_path)) == 250  # MLflow's limit on a run name
+    monkeypatch.setenv("DVC_EXP_NAME", "flaky-agma")  # under `dvc exp run`
+    named = parent_name(base, tmp_path)
+    assert named == f"{tmp_path.name} [flaky-agma]: raft, raft++, grpo x3, raft"
+    run = client.get_run(start_parent(base, tmp_path))
+    assert run.data.tags["cotflow.dvc_experiment"] == "flaky-agma"
