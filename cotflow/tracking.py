@@ -35,6 +35,7 @@ PARENT_ENV = "COTFLOW_PARENT_RUN_ID"
 # the stages DVC starts for it then leave MLflow to it.
 FLOW_ENV = "COTFLOW_FLOW_LOGS"
 MAX_RUN_NAME = 250  # MLflow's limit on a run name
+EXPERIMENT_KIND = "mlflow.experimentKind"
 DVC_EXP_ENV = "DVC_EXP_NAME"  # what `dvc exp run` names the experiment its stages run for
 TRACKED_STAGES = frozenset({"prepare", "evaluate"})
 SUPERSEDED = "cotflow.superseded_by"
@@ -80,7 +81,10 @@ def _client(cfg: PipelineConfig, root: Path):
         location = None
         if uri.startswith("sqlite:///"):
             location = (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").as_uri()
-        exp_id = client.create_experiment(cfg.tracking.experiment, artifact_location=location)
+        # The kind tag makes MLflow 3's UI open the experiment on its runs table (model
+        # training) rather than on its GenAI traces overview, which stays empty here.
+        exp_id = client.create_experiment(cfg.tracking.experiment, artifact_location=location,
+                                          tags={EXPERIMENT_KIND: "custom_model_development"})
     else:
         exp_id = exp.experiment_id
     return client, exp_id

@@ -149,6 +149,9 @@ def test_parent_names_say_who_runs_what(tmp_path, monkeypatch):
     run = client.get_run(run_id)
     assert run.info.run_name == "nightly: raft, raft++, grpo x3, raft"
     assert run.data.tags["cotflow.kind"] == "pipeline"
+    # MLflow's UI opens the experiment on its runs (not on the GenAI traces overview).
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     many = read_params(_params(tmp_path, ["raft", "grpo"] * 60))
     assert len(parent_name(many, tmp_path)) == 250  # MLflow's limit on a run name
     monkeypatch.setenv("DVC_EXP_NAME", "flaky-agma")  # under `dvc exp run`
