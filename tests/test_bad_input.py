@@ -13,12 +13,12 @@ from cotflow.cli import main
 from tests.conftest import micro_params
 
 
-def _prepare(ws: Path, params: dict, capsys, monkeypatch) -> str:
-    """`cotflow --root ws stage prepare` in this process; its stderr. Asserts the refusal."""
+def _data(ws: Path, params: dict, capsys, monkeypatch) -> str:
+    """`cotflow --root ws stage data` in this process; its stderr. Asserts the refusal."""
     (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     monkeypatch.chdir(ws)  # the CLI changes into the workspace; undone after the test
     monkeypatch.delenv("COTFLOW_DEBUG", raising=False)
-    assert main(["--root", str(ws), "stage", "prepare"]) == 2
+    assert main(["--root", str(ws), "stage", "data"]) == 2
     err = capsys.readouterr().err
     last = err.strip().splitlines()[-1]  # above it only progress bars (datasets, safetensors)
     assert last.startswith("cotflow: error: ") and "Traceback" not in err, err
@@ -41,7 +41,7 @@ def _prepare(ws: Path, params: dict, capsys, monkeypatch) -> str:
 def test_bad_params(tmp_path, capsys, monkeypatch, section, key, value, needle):
     params = micro_params()
     params[section][key] = value
-    assert needle in _prepare(tmp_path, params, capsys, monkeypatch)
+    assert needle in _data(tmp_path, params, capsys, monkeypatch)
 
 
 def test_missing_deepspeed_extra_is_named(tmp_path, capsys, monkeypatch):
@@ -88,7 +88,7 @@ def test_bad_dataset_rows(tmp_path, capsys, monkeypatch, bad_row, needle):
         "question": "question", "answer": "answer", "solution": None, "id": "id",
         "difficulty": None}}, allocate={"prompts_per_iteration": 2})
     (tmp_path / "ws").mkdir()
-    assert needle in _prepare(tmp_path / "ws", params, capsys, monkeypatch)
+    assert needle in _data(tmp_path / "ws", params, capsys, monkeypatch)
 
 
 def test_prompt_longer_than_a_loaded_models_context(tmp_path, capsys, monkeypatch):
@@ -111,6 +111,6 @@ def test_prompt_longer_than_a_loaded_models_context(tmp_path, capsys, monkeypatc
         allocate={"prompts_per_iteration": 2},
         sample={"max_new_tokens": 24}, evaluate={"max_new_tokens": 24})
     (tmp_path / "ws").mkdir()
-    err = _prepare(tmp_path / "ws", params, capsys, monkeypatch)
+    err = _data(tmp_path / "ws", params, capsys, monkeypatch)
     assert "train split, row 2 (id 'long'), field 'question': the prompt is" in err
     assert "context of 64 leaves 40" in err
