@@ -6,9 +6,9 @@ figure, ours ± error, and whether it reproduced.
     python benchmarks/claims.py --report --workspace DIR [--seeds ...]
 
 Every arm is a preset users run (cotflow/presets.py) at the same samples per iteration
-(--prompts groups of 8), from one shared warm start (prepare runs once unless --warm-start
-names an artifacts/base made with these settings; presets with a warm start of their own,
-TON's, get one each, shared by their seeds), through the stage functions `dvc repro`
+(--prompts groups of 8), from one shared warm start (the base stages run once unless
+--warm-start names an artifacts/base made with these settings; presets with a warm start of
+their own, TON's, get one each, shared by their seeds), through the stage functions `dvc repro`
 runs (harness.py). Each iteration is evaluated on the same --n-test held-out problems:
 greedy, and --eval-samples samples at temperature 1 (avg@k, the papers' sampled score).
 
@@ -294,7 +294,7 @@ def main() -> int:
     if args.report and args.workspace is None:
         ap.error("--report needs --workspace")
     from cotflow.env import apply_defaults
-    from tasks.common import run_stage
+    from tasks.common import run_base
 
     top = args.workspace or Path(tempfile.mkdtemp(prefix="cotflow-claims-"))
     top.mkdir(parents=True, exist_ok=True)
@@ -313,7 +313,7 @@ def main() -> int:
                 first = jobs[(args.seeds[0], arms[0])]
                 (ws / "params.yaml").write_text(yaml.safe_dump(first, sort_keys=False))
                 if not (ws / "artifacts/base/evaluation.parquet").exists():
-                    run_stage("prepare", None, ws, ws / "params.yaml")
+                    run_base(ws, ws / "params.yaml")
                 warm = ws / "artifacts" / "base"
             run_jobs(top, {(s, a): jobs[(s, a)] for s in args.seeds for a in arms}, args.jobs,
                      warm)

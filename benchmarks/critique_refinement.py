@@ -44,7 +44,7 @@ def main() -> int:
     args = ap.parse_args()
     from cotflow.env import apply_defaults
     from cotflow.records import read_json
-    from tasks.common import run_stage
+    from tasks.common import run_base, run_stage
 
     root = args.workspace or Path(tempfile.mkdtemp(prefix="cotflow-critique-"))
     root.mkdir(parents=True, exist_ok=True)
@@ -71,7 +71,7 @@ def main() -> int:
 
     write(args.types[0])
     if not (root / "artifacts/base/metrics.json").exists():
-        run_stage("prepare", None, root, path)
+        run_base(root, path)
     base = read_json(root / "artifacts/base/metrics.json")
     for stage in ("allocate", "sample", "verify"):
         run_stage(stage, "1", root, path)

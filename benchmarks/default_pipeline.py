@@ -34,15 +34,17 @@ from pathlib import Path
 
 import yaml
 
+from cotflow.layout import BASE_STAGES
 from cotflow.workspace import make_workspace
 
-# Prefect's console lines: "21:19:28.088 | INFO    | Task run 'prepare' - Finished in state ..."
+# Prefect's console lines: "21:19:28.088 | INFO    | Task run 'data' - Finished in state ..."
 _LINE = re.compile(r"^(\d\d:\d\d:\d\d\.\d{3}) \| \w+ +\| (.*)$")
 
 
 def stage_rows(ws: Path) -> list[tuple[str, dict]]:
     params = yaml.safe_load((ws / "params.yaml").read_text())
-    rows = [("prepare", json.loads((ws / "artifacts/base/timing/prepare.json").read_text()))]
+    rows = [(name, json.loads((ws / f"artifacts/base/timing/{name}.json").read_text()))
+            for name in BASE_STAGES]
     for key in params["iterations"]:
         for stage in ("allocate", "sample", "verify", "critique", "judge", "train", "evaluate"):
             path = ws / f"artifacts/iter-{key}/timing/{stage}.json"

@@ -27,7 +27,7 @@ def run_arm(root: Path, params: dict[str, Any],
     """Run the warm start (or copy `base_from`) and every iteration of `params` in `root`;
     return `curve_of(root)`. A run already finished there with these params is kept (a
     benchmark run again continues where it stopped); a half-done one starts over."""
-    from tasks.common import run_stage
+    from tasks.common import run_base, run_stage
 
     folders = ["base", *(f"iter-{key}" for key in params["iterations"])]
     last = root / "artifacts" / folders[-1] / "metrics.json"
@@ -37,7 +37,7 @@ def run_arm(root: Path, params: dict[str, Any],
     root.mkdir(parents=True)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     if base_from is None:
-        run_stage("prepare", None, root, root / "params.yaml")
+        run_base(root, root / "params.yaml")
     else:
         shutil.copytree(base_from, root / "artifacts" / "base")
     for key in params["iterations"]:
@@ -170,7 +170,7 @@ def run_jobs(top: Path, jobs: dict[tuple[int, str], dict[str, Any]], processes: 
                                                                   float]]:
     """Run each (seed, arm)'s params in top/seed-S/ARM: (curve, seconds) per job. In
     parallel processes only from a shared `warm_start`; without one, the first arm of each
-    seed runs prepare and the seed's other arms copy its warm start."""
+    seed runs the base stages and the seed's other arms copy its warm start."""
     if processes > 1:
         if warm_start is None:
             raise ValueError("parallel arms need a shared warm start (--warm-start)")

@@ -4,13 +4,14 @@ the spread of per-prompt solve rates p that GVM's budgets and DAPO's filter act 
     python benchmarks/task_difficulty.py [--base DIR] [--params params.yaml]
         [--per-level 200] [--n 16] [--workspace DIR]
 
-`--base` is a prepare stage's artifacts/base folder (the warm start and its splits) made with
-`--params`; without it, prepare runs first in a scratch workspace. Per level, on the first
-`--per-level` training prompts of that level: greedy accuracy (final answer, as the evaluate
-stage grades it), sampled solve rate over `--n` samples at the sample stage's settings, the
-training reward's rate (verify.check_steps: a right answer through a wrong step earns 0),
-mean completion tokens, and the shares of prompts with p = 0 and p = 1 (p: the training
-reward's rate over the n samples, what a GRPO group of n sees). Then a histogram of p.
+`--base` is the artifacts/base folder of the base stages (data, warmstart, baseline: the
+splits and the warm start) made with `--params`; without it, they run first in a scratch
+workspace. Per level, on the first `--per-level` training prompts of that level: greedy
+accuracy (final answer, as the evaluate stage grades it), sampled solve rate over `--n`
+samples at the sample stage's settings, the training reward's rate (verify.check_steps: a
+right answer through a wrong step earns 0), mean completion tokens, and the shares of
+prompts with p = 0 and p = 1 (p: the training reward's rate over the n samples, what a GRPO
+group of n sees). Then a histogram of p.
 """
 
 from __future__ import annotations
@@ -117,7 +118,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--params", type=Path, default=ROOT / "params.yaml")
     ap.add_argument("--base", type=Path, default=None,
-                    help="artifacts/base of a prepare run with --params (else prepare runs)")
+                    help="artifacts/base of a base-stage run with --params (else they run)")
     ap.add_argument("--per-level", type=int, default=200)
     ap.add_argument("--n", type=int, default=16)
     ap.add_argument("--workspace", type=Path, default=None)
@@ -126,12 +127,12 @@ def main() -> int:
     if base is None:
         import shutil
 
-        from tasks.common import run_stage
+        from tasks.common import run_base
 
         ws = args.workspace or Path(tempfile.mkdtemp(prefix="cotflow-difficulty-"))
         ws.mkdir(parents=True, exist_ok=True)
         shutil.copy(args.params, ws / "params.yaml")
-        run_stage("prepare", None, ws, ws / "params.yaml")
+        run_base(ws, ws / "params.yaml")
         base = ws / "artifacts" / "base"
     levels = measure(args.params, base, args.per_level, args.n)
     print(report(levels, args.n))

@@ -5,10 +5,11 @@
         [--eval-size 400] [--warmstart-steps N] [--base-from DIR] [--workspace DIR]
         [--sweep [--sweep-prompts 64] [--sweep-eval-size 400] [--sweep-knobs KNOB ...]]
 
-Both sides start from the same warm-start policy (cotflow's prepare stage, run once or
-copied from --base-from), train on the same built-in task with groups of G = 8 and the same
-sample budget per iteration (prompts × 8), and are scored by the same function,
-models/evaluation.py `evaluate_policy` (greedy held-out accuracy on the same test split).
+Both sides start from the same warm-start policy (cotflow's base stages: data, warmstart,
+baseline; run once or copied from --base-from), train on the same built-in task with groups
+of G = 8 and the same sample budget per iteration (prompts × 8), and are scored by the same
+function, models/evaluation.py `evaluate_policy` (greedy held-out accuracy on the same test
+split).
 
 cotflow runs `cotflow preset grpo -n K`'s iterations through the same stage functions that
 `dvc repro` runs, in this process (benchmarks/gvm_speedup.py does the same); training time is
@@ -83,7 +84,7 @@ GOAL = 0.5  # issue 12: cotflow's wall time to the target at most half of TRL's
 # stages) give about 0.025 s per sample of an iteration and per held-out problem (greedy and
 # one sampled); in the --sweep smoke run (64 samples, 50 problems) an iteration with its
 # evaluation took 35-100 s whatever its size, and TRL 1.3-2x cotflow's CPU seconds; the warm
-# start (prepare) took 392 s.
+# start (the base stages, then one stage: data, warmstart, baseline) took 392 s.
 RATES = {"iteration_per_sample": 0.025, "eval_per_problem": 0.025, "trl_per_cotflow": 2.0,
          "per_iteration": 40.0, "prepare": 400.0}
 
@@ -122,11 +123,11 @@ def write_params(root: Path, params: dict[str, Any], iterations: int) -> Path:
 
 def prepare(root: Path, params: dict[str, Any], iterations: int, base_from: Path | None) -> Path:
     """Write params.yaml (the grpo preset's iterations) and the warm start; return the params."""
-    from tasks.common import run_stage
+    from tasks.common import run_base
 
     path = write_params(root, params, iterations)
     if base_from is None:
-        run_stage("prepare", None, root, path)
+        run_base(root, path)
     else:
         shutil.copytree(base_from, root / "artifacts" / "base")
     return path
@@ -137,8 +138,8 @@ def cut_held_out(root: Path, cfg) -> float:
     larger test split: its train split holds none of them) and return the warm start's
     held-out accuracy on what is kept, evaluated again when cut."""
     from cotflow.layout import Layout
-    from cotflow.records import read_json, read_table, rows_of, write_json, write_table
-    from models.evaluation import evaluate_policy
+    from cotflow.records import read_json, read_table, rows_of, write_table
+    from models.evaluation import record_evaluation
 
     layout, n = Layout(root), cfg.data.n_test
     test = rows_of(read_table(layout.test_set, "problems"))
@@ -149,11 +150,10 @@ def cut_held_out(root: Path, cfg) -> float:
         return read_json(layout.base_metrics)["accuracy"]
     test = test[:n]
     write_table(layout.test_set, "problems", test)
-    # prepare's outputs for the cut split: the evaluate stage extends base's curve
-    metrics, _, per_problem = evaluate_policy(cfg, layout.base_policy, test)
-    write_table(layout.base_evaluation, "evaluation", per_problem)
-    write_json(layout.base_metrics, {"iteration": 0, **metrics})
-    write_json(layout.base_curve, [{"iteration": 0, "accuracy": metrics["accuracy"]}])
+    # The baseline stage's outputs for the cut split: the evaluate stage extends base's curve
+    metrics, _, _ = record_evaluation(
+        cfg, layout.base_policy, test, 0, evaluation=layout.base_evaluation,
+        metrics=layout.base_metrics, curve=layout.base_curve, earlier=[])
     return metrics["accuracy"]
 
 

@@ -1,6 +1,6 @@
 """Fault injection for the crash tests: make a stage die for real at a named point.
 
-``COTFLOW_FAULT="STAGE:POINT:ACTION"`` (STAGE as DVC names it: ``prepare``, ``train@001``)
+``COTFLOW_FAULT="STAGE:POINT:ACTION"`` (STAGE as DVC names it: ``warmstart``, ``train@001``)
 acts when that stage's process reaches POINT:
 
     start       the stage has loaded its params
@@ -35,7 +35,7 @@ class InjectedFault(RuntimeError):
 
 
 def enter_stage(stage: str) -> None:
-    """Name the stage this process runs (``prepare`` or ``NAME@KEY``)."""
+    """Name the stage this process runs (a base stage, ``warmstart``, or ``NAME@KEY``)."""
     global _stage
     _stage = stage
 

@@ -1,9 +1,11 @@
 """Artifact layout: the only place that builds artifact paths.
 
     artifacts/validated.json  the validate stage's mark (constant; every stage depends on it)
-    artifacts/base/      train.parquet test.parquet policy/ metrics.json curve.json
-                         evaluation.parquet samples.parquet verdicts.parquet flags.parquet
-                         (the last three empty: iterations may read their prev folder's)
+    artifacts/base/      train.parquet test.parquet samples.parquet verdicts.parquet
+                         flags.parquet (data; the last three empty: iterations may read
+                         their prev folder's), policy/ (warmstart), metrics.json curve.json
+                         evaluation.parquet (baseline), stats/<stage>.json
+                         timing/<stage>.json (untracked), .ckpt/ (while warmstart runs)
     artifacts/iter-001/  allocation.parquet budget.parquet samples.parquet values.parquet
                          continuations.parquet tree.parquet verdicts.parquet
                          critiques.parquet judgements.parquet flags.parquet policy/
@@ -20,6 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 STAGES = ("allocate", "sample", "verify", "critique", "judge", "train", "evaluate")
+# The stages that fill artifacts/base, in order: the data splits, the warm start (SFT) and its
+# held-out evaluation. Apart, so that each reruns only when what it reads changes (an
+# evaluation setting does not redo the warm start).
+BASE_STAGES = ("data", "warmstart", "baseline")
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ optimizer steps as the paper takes per rollout batch (PAPER_STEPS), and train.lr
 `raft` keeps params.yaml's regime, the default pipeline's measured one. A name in LOOPS
 stands for several iterations: `veripo` is grpo, veripo-dpo, grpo, veripo-dpo. A preset whose
 method starts from a warm start of its own (TON's thought dropout: WARM_STARTS) also sets
-the settings prepare reads for it, in place, comments kept.
+the settings the base stages read for it, in place, comments kept.
 """
 
 from __future__ import annotations
@@ -104,10 +104,10 @@ LOOPS: dict[str, list[str]] = {"veripo": ["grpo", "veripo-dpo", "grpo", "veripo-
 # warm starts differ only in thought dropout, the paper's comparison (§3.9).
 PRESETS["ton"] = ("ton", True, {})
 PRESETS["grpo-think"] = ("ton", True, {})
-# Presets with a warm start of their own: the params.yaml settings (section.key) that
-# prepare reads, which applying the preset sets. In TON's format level 4's longest target
-# is 71 characters (48 fits the \boxed{} one's 46): 80 new tokens hold it, its <eos> and a
-# few digits more.
+# Presets with a warm start of their own: the params.yaml settings (section.key) that the
+# base stages read, which applying the preset sets. In TON's format level 4's longest
+# target is 71 characters (48 fits the \boxed{} one's 46): 80 new tokens hold it, its <eos>
+# and a few digits more.
 THINK = {"verify.format": "think", "sample.max_new_tokens": 80, "evaluate.max_new_tokens": 80}
 WARM_STARTS: dict[str, dict[str, Any]] = {
     "ton": {**THINK, "warmstart.thought_dropout": 0.5},
@@ -219,7 +219,7 @@ def set_settings(text: str, settings: dict[str, Any], where: Path) -> str:
 def apply_preset(params: Path, names: list[str]) -> str:
     """Rewrite params.yaml's `iterations:` block (the last top-level key; everything above
     it, comments included, is kept) and, for presets with a warm start of their own
-    (WARM_STARTS), the settings prepare reads for it. Validated before the file is
+    (WARM_STARTS), the settings the base stages read for it. Validated before the file is
     replaced."""
     cfg = load_params(params)
     text = params.read_text()

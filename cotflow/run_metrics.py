@@ -16,9 +16,11 @@ sorts after `eval/`:
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
-from cotflow.layout import STAGES, IterationLayout, stats_file, timing_file
+from cotflow.layout import BASE_STAGES, STAGES, IterationLayout, Layout, stats_file, timing_file
 from cotflow.records import read_json
 
 HEADLINE = re.compile(r"accuracy|mean_completion_tokens|pass@\d+")
@@ -26,6 +28,8 @@ HEADLINE = re.compile(r"accuracy|mean_completion_tokens|pass@\d+")
 NOT_METRICS = frozenset({"iteration"})
 # What the parent charts across iterations (step = iteration).
 PARENT_PREFIXES = ("eval/", "evaluate/", "stats/verify/")
+# The stages that write metrics.json: their stats hold its accuracy only (eval/accuracy).
+EVALUATING = frozenset({"baseline", "evaluate"})
 
 
 def numeric(prefix: str, values: dict[str, Any]) -> dict[str, float]:
@@ -41,19 +45,29 @@ def evaluation(values: dict[str, Any]) -> dict[str, float]:
             | numeric("evaluate", {k: v for k, v in rest.items() if not HEADLINE.fullmatch(k)}))
 
 
-def collect_iteration(it: IterationLayout) -> dict[str, float]:
-    """Every number the iteration's stages wrote, under the names above."""
+def stage_figures(folder: Path, stages: Iterable[str]) -> dict[str, float]:
+    """The numbers of the `stages`' stats and timing files in `folder`, as
+    `stats/STAGE/NAME` and `timing/STAGE/NAME`."""
     metrics: dict[str, float] = {}
-    for stage in STAGES:
-        # evaluate's stats hold its accuracy only: eval/accuracy already.
-        files = [("timing", timing_file(it.dir, stage))] + (
-            [] if stage == "evaluate" else [("stats", stats_file(it.dir, stage))])
+    for stage in stages:
+        files = [("timing", timing_file(folder, stage))] + (
+            [] if stage in EVALUATING else [("stats", stats_file(folder, stage))])
         for kind, path in files:
             if path.is_file():
                 # Timing keys may carry their stage already (`sample/tokens_per_s`).
                 values = {k.split("/")[-1]: v for k, v in read_json(path).items()}
                 metrics |= numeric(f"{kind}/{stage}", values)
-    return metrics | evaluation(read_json(it.metrics))
+    return metrics
+
+
+def collect_iteration(it: IterationLayout) -> dict[str, float]:
+    """Every number the iteration's stages wrote, under the names above."""
+    return stage_figures(it.dir, STAGES) | evaluation(read_json(it.metrics))
+
+
+def collect_base(layout: Layout) -> dict[str, float]:
+    """Every number the base stages wrote (the splits, the warm start, its evaluation)."""
+    return stage_figures(layout.base, BASE_STAGES) | evaluation(read_json(layout.base_metrics))
 
 
 def for_parent(metrics: dict[str, float]) -> dict[str, float]:

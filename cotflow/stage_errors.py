@@ -2,7 +2,7 @@
 
 The stage command (cli.py) leaves its one-line cause, and whether it will recur, in the file
 that COTFLOW_STAGE_ERROR names. The flow's task around DVC (flows/pipeline.py) reads it and
-fails with "prepare failed: <cause>" rather than DVC's "failed to reproduce 'prepare'", and
+fails with "data failed: <cause>" rather than DVC's "failed to reproduce 'data'", and
 Prefect skips the retry of a failure that will recur. The stage's traceback stays in its
 log, below `trace_header`.
 """

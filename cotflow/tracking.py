@@ -26,9 +26,9 @@ from itertools import groupby
 from pathlib import Path
 
 from cotflow.config import PipelineConfig, flatten
-from cotflow.layout import IterationLayout, Layout, stats_file
+from cotflow.layout import BASE_STAGES, IterationLayout, Layout, stats_file
 from cotflow.records import read_json
-from cotflow.run_metrics import collect_iteration, evaluation, for_parent
+from cotflow.run_metrics import collect_base, collect_iteration, for_parent
 
 PARENT_ENV = "COTFLOW_PARENT_RUN_ID"
 # Set by the flow for its whole run, before its parent exists (made on the first logging):
@@ -37,7 +37,9 @@ FLOW_ENV = "COTFLOW_FLOW_LOGS"
 MAX_RUN_NAME = 250  # MLflow's limit on a run name
 EXPERIMENT_KIND = "mlflow.experimentKind"
 DVC_EXP_ENV = "DVC_EXP_NAME"  # what `dvc exp run` names the experiment its stages run for
-TRACKED_STAGES = frozenset({"prepare", "evaluate"})
+# The stages after which there is something to log: the warm start (all base stages) once
+# its evaluation is written, an iteration once its evaluate is.
+TRACKED_STAGES = frozenset({"baseline", "evaluate"})
 SUPERSEDED = "cotflow.superseded_by"
 MAX_PARAM_VALUE = 6000  # MLflow refuses longer param values
 # Not logged per iteration: `iterations` is the pipeline's shape, not a setting of one
@@ -175,7 +177,7 @@ def dvc_stage_hashes(root: Path, key: str) -> dict[str, str]:
     stages = (yaml.load(lock_path.read_text(), Loader=loader) or {}).get("stages", {})
     out = {}
     for name, entry in stages.items():
-        if name == "prepare" or name.endswith(f"@{key}"):
+        if name in BASE_STAGES or name.endswith(f"@{key}"):
             blob = json.dumps(entry, sort_keys=True).encode()
             out["dvc/" + name.replace("@", "/")] = hashlib.md5(blob).hexdigest()
     return out
@@ -188,7 +190,7 @@ def logged_by_flow() -> bool:
 
 def log_stage(cfg: PipelineConfig, layout: Layout, key: str | None, *,
               base: PipelineConfig) -> None:
-    """Log what stage prepare (`key` None) or iteration `key`'s evaluate left: `cfg` is the
+    """Log what stage baseline (`key` None) or iteration `key`'s evaluate left: `cfg` is the
     config the stage ran with, `base` the one params.yaml states (tasks/common.py
     stage_config gives both)."""
     if key is None:
@@ -198,10 +200,11 @@ def log_stage(cfg: PipelineConfig, layout: Layout, key: str | None, *,
 
 
 def log_warm_start(cfg: PipelineConfig, layout: Layout) -> None:
+    """On the parent at step 0: the warm start's held-out metrics and the base stages'
+    stats and timing (it has no child run of its own)."""
     client, exp_id = _client(cfg, layout.root)
     parent = resolve_parent(cfg, layout.root, client, exp_id)
-    values = evaluation(read_json(layout.base_metrics))
-    client.log_batch(parent, metrics=_metric_list(values, step=0))
+    client.log_batch(parent, metrics=_metric_list(collect_base(layout), step=0))
     client.log_artifact(parent, str(layout.base_metrics))
     _close_if_own(client, parent)
 

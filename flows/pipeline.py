@@ -19,7 +19,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 
 from cotflow.config import PipelineConfig
-from cotflow.layout import STAGES, Layout, log_file
+from cotflow.layout import BASE_STAGES, STAGES, Layout, log_file
 from cotflow.log_tail import LogTail
 from cotflow.records import read_json
 from cotflow.stage_errors import stage_failure, trace_header
@@ -28,18 +28,21 @@ from tasks.validate import validate
 
 
 def stage_order(cfg: PipelineConfig) -> list[str]:
-    """DVC stage names in execution order: validate, prepare, then each iteration's seven
-    stages. Each is reproduced alone (single_item), so validate must come first here too."""
-    return ["validate", "prepare"] + [f"{s}@{k}" for k in cfg.iteration_keys() for s in STAGES]
+    """DVC stage names in execution order: validate, the base stages (data, warmstart,
+    baseline), then each iteration's seven stages. Each is reproduced alone (single_item),
+    so validate must come first here too."""
+    return ["validate", *BASE_STAGES] + [
+        f"{s}@{k}" for k in cfg.iteration_keys() for s in STAGES]
 
 
 def stage_log(root: Path, stage: str) -> Path:
-    """The log DVC stage `validate`, `prepare` or `NAME@KEY` writes when it runs."""
+    """The log DVC stage `validate`, a base stage (`data`...) or `NAME@KEY` writes when it
+    runs."""
     layout = Layout(root)
     name, _, key = stage.partition("@")
     if name == "validate":
         return layout.validate_log
-    return log_file(layout.base if name == "prepare" else layout.folder(f"iter-{key}"), name)
+    return log_file(layout.base if name in BASE_STAGES else layout.folder(f"iter-{key}"), name)
 
 
 def _may_pass_on_retry(task: Any, task_run: Any, state: Any) -> bool:
@@ -114,7 +117,7 @@ def _forwarder(emit: Callable[[str], None], stage: str,
 
 @task(name="mlflow", task_run_name="log {stage}", retries=2, retry_delay_seconds=10)
 def track_stage(root: str, stage: str) -> None:
-    """Log to MLflow what `stage` (prepare or evaluate@KEY) left, as the stage itself does
+    """Log to MLflow what `stage` (baseline or evaluate@KEY) left, as the stage itself does
     under a plain `dvc repro`: here in the flow's process, which loads MLflow once."""
     from cotflow.tracking import log_stage
     from tasks.common import stage_config

@@ -1,6 +1,7 @@
 """Evaluating a policy on held-out problems: greedy accuracy, pass@k, completion length.
 
-Shared by prepare (the warm start's metrics) and the evaluate stage (each iteration's).
+Shared by the baseline stage (the warm start's metrics) and the evaluate stage (each
+iteration's).
 """
 
 from __future__ import annotations
@@ -11,7 +12,24 @@ from typing import Any
 from cotflow.algorithms.metrics import pass_at_k
 from cotflow.algorithms.ton import completion_stats, per_level
 from cotflow.config import PipelineConfig
+from cotflow.records import write_json, write_table
 from cotflow.verify.grade import CORRECT
+
+
+def record_evaluation(cfg: PipelineConfig, policy: Path, problems: list[dict], iteration: int,
+                      *, evaluation: Path, metrics: Path, curve: Path,
+                      earlier: list[dict[str, Any]]
+                      ) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
+    """`evaluate_policy`, then its records: per problem to `evaluation`, the metrics to
+    `metrics` (with `iteration`), and to `curve` the `earlier` points plus this one (the
+    previous folder's curve: so a curve depends on nothing its stage does not declare).
+    Returns (metrics, timing, the curve's points)."""
+    values, timing, per_problem = evaluate_policy(cfg, policy, problems)
+    write_table(evaluation, "evaluation", per_problem)
+    write_json(metrics, {"iteration": iteration, **values})
+    points = [*earlier, {"iteration": iteration, "accuracy": values["accuracy"]}]
+    write_json(curve, points)
+    return values, timing, points
 
 
 def evaluate_policy(cfg: PipelineConfig, policy: Path, problems: list[dict]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +61,7 @@ def check_model_source(src: str, root: Path = Path(".")) -> None:
     from huggingface_hub import constants, try_to_load_from_cache
 
     if not constants.HF_HUB_OFFLINE:
-        return  # downloaded when prepare loads it
+        return  # downloaded when the data and warmstart stages load it
     try:
         cached = try_to_load_from_cache(src, "config.json")
     except ValueError as err:  # HFValidationError: neither a path nor a Hub id
@@ -74,25 +76,61 @@ def check_model_source(src: str, root: Path = Path(".")) -> None:
 def load_policy(name_or_path: str | Path, *, for_training: bool = False) -> tuple[Any, Any]:
     """Load (model, tokenizer) with the Auto classes from a folder or a Hub id."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
+    src = _loadable(name_or_path)
+    with _load_errors(src):
+        tokenizer = _tokenizer(src)
+        model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)
+    model.train(for_training)
+    return model, tokenizer
+
+
+def tokenizer_and_context(cfg: Any) -> tuple[Any, int]:
+    """The tokenizer and context length of `cfg.model` without its weights (what checking
+    prompts against the context needs): as `build_tiny_policy` or `load_policy` and then
+    `context_length` would give them."""
+    src = cfg.model.name_or_path
+    if src == "tiny":
+        from models.tokenizer import build_char_tokenizer
+
+        return build_char_tokenizer(), cfg.model.max_position_embeddings
+    from transformers import AutoConfig
+
+    check_model_source(src)  # a typed path: its own message
+    with _load_errors(_loadable(src)):
+        tokenizer = _tokenizer(src)
+        config = AutoConfig.from_pretrained(src)
+    return tokenizer, _context_of(config, cfg)
+
+
+def _loadable(name_or_path: str | Path) -> str:
     src = str(name_or_path)
     if looks_local(src) and not (Path(src) / "config.json").is_file():
         # An artifact is missing until its stage runs; any other path was typed by someone.
         fix = ("run the stage that writes it (dvc repro)" if "artifacts" in Path(src).parts
                else "not a saved checkpoint; check the path in params.yaml")
         raise PolicyError(f"model path {src!r} has no config.json: {fix}")
+    return src
+
+
+@contextmanager
+def _load_errors(src: str) -> Iterator[None]:
     try:
-        tokenizer = AutoTokenizer.from_pretrained(src)
-        model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)
+        yield
     except OSError as err:
         raise PolicyError(f"cannot load model {src!r}: {str(err).splitlines()[0]} "
                           "(offline: download it first and give a local path)") from None
+
+
+def _tokenizer(src: str) -> Any:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(src)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
-    model.train(for_training)
-    return model, tokenizer
+    return tokenizer
 
 
 def save_policy(model: Any, tokenizer: Any, path: Path) -> Path:
@@ -107,5 +145,9 @@ def save_policy(model: Any, tokenizer: Any, path: Path) -> Path:
 
 def context_length(model: Any, cfg: Any) -> int:
     """Tokens the loaded model can attend over (a Hub model's own, not the tiny model's knob)."""
-    return int(getattr(model.config, "max_position_embeddings", None)
+    return _context_of(model.config, cfg)
+
+
+def _context_of(config: Any, cfg: Any) -> int:
+    return int(getattr(config, "max_position_embeddings", None)
                or cfg.model.max_position_embeddings)

@@ -1,13 +1,15 @@
 """What every stage shares: config for its iteration, the layout, timing and its stats file.
 
-A stage is a plain function `run(cfg, layout, it) -> (stats, timing)`; `run_stage` is what
-`python -m cotflow stage NAME --iteration K` (dvc.yaml's cmd) calls. `stats` depend only on
-inputs and seeds (a DVC metric, so reruns hash the same); `timing` holds what the machine
-decides (seconds, tokens/s, memory) and goes to a file DVC does not track.
+A stage is a plain function `run(cfg, layout, it) -> (stats, timing)` (the base stages:
+`run(cfg, layout)`); `run_stage` is what `python -m cotflow stage NAME [--iteration K]`
+(dvc.yaml's cmd) calls. `stats` depend only on inputs and seeds (an output DVC tracks, so
+reruns hash the same); `timing` holds what the machine decides (seconds, tokens/s, memory)
+and goes to a file DVC does not track.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import logging
@@ -21,6 +23,7 @@ from typing import Any
 from cotflow import faults, tracking
 from cotflow.config import PipelineConfig, load_params, read_params
 from cotflow.layout import (
+    BASE_STAGES,
     STAGES,
     IterationLayout,
     Layout,
@@ -33,11 +36,11 @@ from cotflow.records import write_json
 from cotflow.stage_errors import trace_header
 
 log = logging.getLogger("cotflow")
-ALL_STAGES = ("prepare", *STAGES)
+ALL_STAGES = (*BASE_STAGES, *STAGES)
 # Stages that load a model: their torch/transformers import is timed apart from their work,
 # since it is a per-process cost of running stages as separate commands.
-MODEL_STAGES = frozenset({"prepare", "sample", "train", "evaluate"})
-SAMPLING_STAGES = frozenset({"prepare", "allocate", "sample", "critique", "evaluate"})
+MODEL_STAGES = frozenset({"warmstart", "baseline", "sample", "train", "evaluate"})
+SAMPLING_STAGES = frozenset({"baseline", "allocate", "sample", "critique", "evaluate"})
 
 
 def normalize_key(iteration: str | int) -> str:
@@ -91,19 +94,27 @@ def run_stage(name: str, iteration: str | None, root: Path, params: Path) -> dic
         handler.close()
 
 
+def run_base(root: Path, params: Path) -> dict[str, dict[str, Any]]:
+    """Run the base stages in order (what `dvc repro baseline` runs after validate), for
+    benchmarks and tests that build a warm start without DVC: stage -> its stats."""
+    return {name: run_stage(name, None, root, params) for name in BASE_STAGES}
+
+
 def stage_config(name: str, iteration: str | None, params: Path
                  ) -> tuple[PipelineConfig, PipelineConfig, str | None]:
-    """(base config, the config the stage runs with, its iteration key or None for prepare).
+    """(base config, the config the stage runs with, its iteration key or None for a base
+    stage).
 
     An iteration's stage validates params.yaml once and its own iteration's overrides once;
     other iterations' overrides are their own stages' business.
     """
-    if name == "prepare":
+    if name in BASE_STAGES:
         if iteration is not None:
-            raise ValueError("prepare takes no --iteration")
-        # Every iteration's overrides too: prepare starts every pipeline, so a bad override
-        # in the last iteration is refused before the warm start rather than hours later.
-        cfg = load_params(params)
+            raise ValueError(f"{name} takes no --iteration")
+        # Every iteration's overrides too in `data`: it starts every pipeline, so a bad
+        # override in the last iteration is refused before the warm start rather than hours
+        # later. The base stages after it run with params.yaml's own settings.
+        cfg = load_params(params) if name == BASE_STAGES[0] else read_params(params)
         return cfg, cfg, None
     if iteration is None:
         raise ValueError(f"stage {name} needs --iteration")
@@ -144,8 +155,11 @@ def _run_logged(name: str, base: PipelineConfig, cfg: PipelineConfig, layout: La
     write_json(timing_file(folder, name), timing)
     write_json(stats_file(folder, name), stats)  # last: the stage's "done" mark
     # Only now: a stage killed after saving its output but before its stats file resumes
-    # from its last checkpoint instead of starting over.
-    shutil.rmtree(checkpoint_dir(folder), ignore_errors=True)
+    # from its last checkpoint instead of starting over. Its own checkpoint only: base's
+    # `data` must not drop the checkpoint of a warm start killed before it reran.
+    shutil.rmtree(checkpoint_dir(folder) / name, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        checkpoint_dir(folder).rmdir()  # once empty: nothing hidden is left behind
     if cfg.tracking.enabled and name in tracking.TRACKED_STAGES and not tracking.logged_by_flow():
         # After the stage's own files, so MLflow gets this run's figures, not the last run's.
         t1 = time.perf_counter()

@@ -14,7 +14,7 @@ from typing import Any
 
 from cotflow.config import PipelineConfig
 from cotflow.layout import IterationLayout, Layout
-from cotflow.records import read_json, read_table, rows_of, write_json, write_table
+from cotflow.records import read_json, read_table, rows_of
 
 log = logging.getLogger(__name__)
 
@@ -38,15 +38,11 @@ def draw_curve(points: list[dict[str, Any]], path: Path) -> Path:
 
 def run(cfg: PipelineConfig, layout: Layout,
         it: IterationLayout) -> tuple[dict[str, Any], dict[str, Any]]:
-    from models.evaluation import evaluate_policy
+    from models.evaluation import record_evaluation
 
     test = rows_of(read_table(layout.test_set, "problems"))
-    metrics, timing, per_problem = evaluate_policy(cfg, it.policy, test)
-    write_table(it.evaluation, "evaluation", per_problem)
-    write_json(it.metrics, {"iteration": int(it.key), **metrics})
-    # The previous folder's curve plus this point: the curve depends on nothing undeclared.
-    points = [*read_json(it.prev_curve), {"iteration": int(it.key),
-                                                      "accuracy": metrics["accuracy"]}]
-    write_json(it.curve, points)
+    metrics, timing, points = record_evaluation(
+        cfg, it.policy, test, int(it.key), evaluation=it.evaluation, metrics=it.metrics,
+        curve=it.curve, earlier=read_json(it.prev_curve))
     draw_curve(points, it.plot)
     return {"accuracy": metrics["accuracy"]}, timing

@@ -39,7 +39,7 @@ def validate(root: Path) -> PipelineConfig:
     except DataError as err:
         raise ConfigError(f"data.source: {err}") from None
     check_model_source(cfg.model.name_or_path, root)
-    check_backends(cfg)  # prepare's, and any iteration's that overrides nothing
+    check_backends(cfg)  # the base stages', and any iteration's that overrides nothing
     for key, it in cfg.iterations.items():
         if it.overrides:  # may choose another backend
             try:

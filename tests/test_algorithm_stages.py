@@ -17,7 +17,7 @@ from cotflow.presets import PRESETS, apply_preset
 from cotflow.records import read_json, read_table, rows_of, write_table
 from cotflow.verify.rewards import is_correct
 from cotflow.workspace import make_workspace
-from tasks.common import iteration_layout, run_stage
+from tasks.common import iteration_layout, run_base, run_stage
 from tests.conftest import micro_params, sample_row
 
 TYPES = ["raft", "raft++", "grpo", "dr-grpo", "dapo", "seed-grpo", "nft", "dpo",
@@ -28,7 +28,7 @@ TYPES = ["raft", "raft++", "grpo", "dr-grpo", "dapo", "seed-grpo", "nft", "dpo",
 def ws(tmp_path_factory) -> Path:
     root = make_workspace(tmp_path_factory.mktemp("algos"),
                           micro_params(tracking={"enabled": False}))
-    run_stage("prepare", None, root, root / "params.yaml")
+    run_base(root, root / "params.yaml")
     return root
 
 

@@ -13,12 +13,13 @@ from cotflow.cli import main
 from tests.conftest import micro_params
 
 
-def _prepare(ws: Path, params: dict, capsys, monkeypatch) -> str:
-    """`cotflow --root ws stage prepare` in this process; its stderr. Asserts the refusal."""
+def _data(ws: Path, params: dict, capsys, monkeypatch, stage: str = "data") -> str:
+    """`cotflow --root ws stage STAGE` (the first stage, data, unless told) in this process;
+    its stderr. Asserts the refusal."""
     (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     monkeypatch.chdir(ws)  # the CLI changes into the workspace; undone after the test
     monkeypatch.delenv("COTFLOW_DEBUG", raising=False)
-    assert main(["--root", str(ws), "stage", "prepare"]) == 2
+    assert main(["--root", str(ws), "stage", stage]) == 2
     err = capsys.readouterr().err
     last = err.strip().splitlines()[-1]  # above it only progress bars (datasets, safetensors)
     assert last.startswith("cotflow: error: ") and "Traceback" not in err, err
@@ -35,13 +36,22 @@ def _prepare(ws: Path, params: dict, capsys, monkeypatch) -> str:
         ("verify", "timeout_s", -1.0, "verify.timeout_s: Input should be greater than 0"),
         ("train", "checkpoint_every", -5, "train.checkpoint_every: Input should be greater"),
         ("sample", "backend", "tpu", "sample.backend: Input should be 'hf'"),
-        ("sample", "backend", "vllm", "serving.launch.command runs 'vllm', which is not on PATH"),
     ],
 )
 def test_bad_params(tmp_path, capsys, monkeypatch, section, key, value, needle):
     params = micro_params()
     params[section][key] = value
-    assert needle in _prepare(tmp_path, params, capsys, monkeypatch)
+    assert needle in _data(tmp_path, params, capsys, monkeypatch)
+
+
+def test_missing_sampling_server_is_named(tmp_path, capsys, monkeypatch):
+    """The first stage that samples, the warm start's evaluation, refuses a backend whose
+    server command is missing before it writes anything (`data` samples nothing; the
+    validate stage checks every backend before any stage runs)."""
+    params = micro_params()
+    params["sample"]["backend"] = "vllm"
+    assert "serving.launch.command runs 'vllm', which is not on PATH" in _data(
+        tmp_path, params, capsys, monkeypatch, stage="baseline")
 
 
 def test_missing_deepspeed_extra_is_named(tmp_path, capsys, monkeypatch):
@@ -88,7 +98,7 @@ def test_bad_dataset_rows(tmp_path, capsys, monkeypatch, bad_row, needle):
         "question": "question", "answer": "answer", "solution": None, "id": "id",
         "difficulty": None}}, allocate={"prompts_per_iteration": 2})
     (tmp_path / "ws").mkdir()
-    assert needle in _prepare(tmp_path / "ws", params, capsys, monkeypatch)
+    assert needle in _data(tmp_path / "ws", params, capsys, monkeypatch)
 
 
 def test_prompt_longer_than_a_loaded_models_context(tmp_path, capsys, monkeypatch):
@@ -111,6 +121,6 @@ def test_prompt_longer_than_a_loaded_models_context(tmp_path, capsys, monkeypatc
         allocate={"prompts_per_iteration": 2},
         sample={"max_new_tokens": 24}, evaluate={"max_new_tokens": 24})
     (tmp_path / "ws").mkdir()
-    err = _prepare(tmp_path / "ws", params, capsys, monkeypatch)
+    err = _data(tmp_path / "ws", params, capsys, monkeypatch)
     assert "train split, row 2 (id 'long'), field 'question': the prompt is" in err
     assert "context of 64 leaves 40" in err

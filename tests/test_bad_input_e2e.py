@@ -103,7 +103,7 @@ def test_a_stage_failing_midway_says_how_its_outputs_come_back(finished) -> None
 
 
 def test_a_failing_cotflow_run_ends_in_one_line_naming_the_cause(tmp_path) -> None:
-    """A bad row only prepare can find: the run's last line is prepare's cause, with no
+    """A bad row only the data stage can find: the run's last line is its cause, with no
     traceback and no retry (it would fail the same way); the trace is in the stage's log."""
     rows = [{"id": f"g{i}", "question": f"What is {i} plus 1?", "answer": str(i + 1)}
             for i in range(4)] + [{"id": "b", "question": "What is 2 plus 2?"}]
@@ -119,7 +119,7 @@ def test_a_failing_cotflow_run_ends_in_one_line_naming_the_cause(tmp_path) -> No
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=900)
     assert r.returncode == 2
     assert r.stdout.strip().splitlines()[-1] == (
-        "cotflow: error: prepare failed: problems.jsonl: row 4 (id 'b'), field 'answer': "
+        "cotflow: error: data failed: problems.jsonl: row 4 (id 'b'), field 'answer': "
         "expected a string, got None"), r.stdout[-3000:]
     assert "Traceback" not in r.stdout and "Retry" not in r.stdout, r.stdout[-3000:]
-    assert "Traceback" in (ws / "logs/base/prepare.log").read_text()
+    assert "Traceback" in (ws / "logs/base/data.log").read_text()

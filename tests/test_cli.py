@@ -26,7 +26,7 @@ def test_bad_params_stop_before_anything_is_written(tmp_path):
     params = micro_params()
     params["allocate"]["n"] = 0
     ws = _workspace(tmp_path, params)
-    r = _cotflow(ws, "stage", "prepare")
+    r = _cotflow(ws, "stage", "data")
     assert r.returncode == 2
     assert "allocate.n: Input should be greater than 0" in r.stderr
     assert "Traceback" not in r.stderr
@@ -39,7 +39,7 @@ def test_missing_model_path_is_one_line_and_writes_nothing(tmp_path):
     params = micro_params(model={"name_or_path": str(tmp_path / "no-such-model")},
                           tracking={"enabled": False})
     ws = _workspace(tmp_path, params)
-    r = _cotflow(ws, "stage", "prepare")
+    r = _cotflow(ws, "stage", "data")
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert "no-such-model" in lines[-1] and "config.json" in lines[-1]

@@ -15,7 +15,7 @@ from cotflow.layout import Layout
 from cotflow.records import read_table, rows_of, write_table
 from cotflow.verify.rewards import is_correct
 from cotflow.workspace import make_workspace
-from tasks.common import iteration_layout, run_stage
+from tasks.common import iteration_layout, run_base, run_stage
 from tests.conftest import micro_params, sample_row
 
 TAUGHT = 90  # refinement examples in the micro warm start (+ 30 self-critique ones)
@@ -26,8 +26,8 @@ def ws(tmp_path_factory) -> Path:
     raw = micro_params(tracking={"enabled": False})
     raw["warmstart"]["refinement_examples"] = TAUGHT
     root = make_workspace(tmp_path_factory.mktemp("critique"), raw)
-    stats = run_stage("prepare", None, root, root / "params.yaml")
-    assert stats["warmstart/refinement_examples"] == TAUGHT + TAUGHT // 3
+    stats = run_base(root, root / "params.yaml")
+    assert stats["warmstart"]["refinement_examples"] == TAUGHT + TAUGHT // 3
     return root
 
 

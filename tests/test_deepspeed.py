@@ -18,7 +18,7 @@ from cotflow.config import load_params
 from cotflow.records import read_table
 from cotflow.workspace import make_workspace
 from models.policy import load_policy
-from tasks.common import iteration_layout, run_stage
+from tasks.common import iteration_layout, run_base, run_stage
 from tests.conftest import micro_params
 
 pytest.importorskip("deepspeed", reason="the deepspeed extra is not installed")
@@ -31,8 +31,9 @@ TRAIN = dict(epochs=3, mini_batch_size=16, micro_batch_size=4, lr=1e-3, warmup_s
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory) -> Path:
     root = make_workspace(tmp_path_factory.mktemp("ds"), micro_params(tracking={"enabled": False}))
-    for stage in ("prepare", "allocate", "sample", "verify", "critique", "judge"):
-        run_stage(stage, None if stage == "prepare" else "1", root, root / "params.yaml")
+    run_base(root, root / "params.yaml")
+    for stage in ("allocate", "sample", "verify", "critique", "judge"):
+        run_stage(stage, "1", root, root / "params.yaml")
     # The stage trains on what verify accepted; the comparisons below on more examples.
     return root
 

@@ -64,7 +64,7 @@ def test_cotflow_run_resumes_what_dvc_left_with_identical_results(
     env = _env(ws, PREFECT_API_URL=prefect_server)
     _dvc(ws, env, "repro", "allocate@001")  # DVC starts the work...
     out = _run([sys.executable, "-m", "cotflow", "run"], ws, env)  # ...Prefect finishes it
-    assert "prepare" in out.stdout + out.stderr
+    assert "warmstart" in out.stdout + out.stderr
     # DVC's lines once each (its own handler, not Prefect's console too), its git hint once.
     printed = out.stdout + out.stderr
     assert printed.count("Running stage 'train@002'") == 1
@@ -74,8 +74,8 @@ def test_cotflow_run_resumes_what_dvc_left_with_identical_results(
     flow_runs = _api(prefect_server, "/flow_runs/filter", {})
     assert any(r["state_type"] == "COMPLETED" for r in flow_runs)
     tasks = _api(prefect_server, "/task_runs/filter", {})
-    assert {t["name"] for t in tasks} >= {"prepare", "train@002", "evaluate@002",
-                                          "log evaluate@002"}
+    assert {t["name"] for t in tasks} >= {"data", "warmstart", "baseline", "train@002",
+                                          "evaluate@002", "log evaluate@002"}
     # train@002's log reached its task run (forwarded as written: cotflow/log_tail.py),
     # every line once, its progress lines among them.
     from collections import Counter
@@ -122,7 +122,9 @@ def _api(url: str, path: str, body: dict) -> list[dict]:
 # its workers: the whole process group) at the named point of the next stage of iteration
 # 001; sample@001 is frozen instead, to try second runs beside it. cotflow/faults.py.
 KILLS = [
-    ("prepare", "checkpoint"),  # mid warm start, just after its step-50 resume checkpoint
+    ("data", "write"),  # a split's temporary complete, not yet renamed
+    ("warmstart", "checkpoint"),  # mid warm start, just after its step-50 resume checkpoint
+    ("baseline", "done"),  # the warm start's metrics written, its stats file not
     ("allocate@001", "write"),  # an output's temporary complete, not yet renamed
     ("sample@001", "write"),  # frozen, then killed
     ("verify@001", "write"),  # with the verifier pool's workers

@@ -69,7 +69,7 @@ def test_lines_arrive_while_written_over_a_stale_file(tmp_path: Path) -> None:
 
 
 def test_a_file_that_appears_and_is_rewritten_from_its_start(tmp_path: Path) -> None:
-    path = tmp_path / "logs" / "prepare.log"
+    path = tmp_path / "logs" / "data.log"
     path.parent.mkdir()
     got = Received()
     with LogTail(path, got, poll_s=0.01):

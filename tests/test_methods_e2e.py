@@ -105,7 +105,8 @@ def test_veripo_loop_through_dvc_and_mlflow(tmp_path_factory):
     (ws / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     ran = _ran(_dvc(ws, env, "repro").stdout)
     assert {"judge@002", "train@002"} <= set(ran)
-    assert not {"prepare", "sample@001", "train@001", "judge@001"} & set(ran)
+    assert not {"data", "warmstart", "baseline", "sample@001", "train@001", "judge@001"
+                } & set(ran)
 
 
 def test_spo_iteration_through_dvc_and_mlflow(finished_micro, tmp_path_factory):
@@ -135,7 +136,8 @@ def test_spo_iteration_through_dvc_and_mlflow(finished_micro, tmp_path_factory):
     (ws / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     before = _lock_outs(ws)
     ran = _ran(_dvc(ws, env, "repro").stdout)
-    assert {"sample@002", "train@002"} <= set(ran) and "prepare" not in ran
+    assert {"sample@002", "train@002"} <= set(ran)
+    assert not {"data", "warmstart", "baseline"} & set(ran)
     # The sampling settings are one section that every sample stage reads, so RAFT's
     # sample@001 reran too; it drew the same samples, and its iteration stayed as it was.
     assert _lock_outs(ws)["sample@001"] == before["sample@001"]
@@ -145,7 +147,7 @@ def test_spo_iteration_through_dvc_and_mlflow(finished_micro, tmp_path_factory):
 def test_ton_iteration_through_dvc_and_mlflow(tmp_path_factory):
     """A thought-dropout warm start and a ton iteration on two levels: the skip ratio,
     length and accuracy per level reach `dvc metrics` and MLflow, and the dropout is a
-    setting of prepare's."""
+    setting of the warm start's."""
     from mlflow.tracking import MlflowClient
 
     raw = micro_params()
@@ -159,8 +161,8 @@ def test_ton_iteration_through_dvc_and_mlflow(tmp_path_factory):
     env = _env(ws)
     _dvc(ws, env, "repro")
     assert json.loads(_dvc(ws, env, "status", "--json").stdout) == {}
-    prepared = json.loads((ws / "artifacts/base/stats/prepare.json").read_text())
-    assert 0.4 < prepared["warmstart/thought_dropped_fraction"] < 0.6
+    warm = json.loads((ws / "artifacts/base/stats/warmstart.json").read_text())
+    assert 0.4 < warm["thought_dropped_fraction"] < 0.6
     shown = json.loads(_dvc(ws, env, "metrics", "show", "--json").stdout)
     data = next(iter(shown.values()))["data"]
     per_level = [f"{m}_difficulty_{d}" for m in ("skip_ratio", "mean_completion_tokens",
@@ -190,7 +192,9 @@ def test_ton_iteration_through_dvc_and_mlflow(tmp_path_factory):
     for run_id in (child.info.run_id, parent.info.run_id):
         assert "skip_ratio.png" in {a.path for a in client.list_artifacts(run_id)}
 
-    # The dropout is the warm start's: changing it makes prepare, and all after it, stale.
+    # The dropout is the warm start's: changing it makes warmstart, and all after it, stale,
+    # and leaves the splits be.
     raw["warmstart"]["thought_dropout"] = 0.0
     (ws / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    assert "prepare" in json.loads(_dvc(ws, env, "status", "--json").stdout)
+    stale = json.loads(_dvc(ws, env, "status", "--json").stdout)
+    assert "warmstart" in stale and "data" not in stale

@@ -15,10 +15,12 @@ import pytest
 import yaml
 from safetensors.torch import load_file
 
+from cotflow.layout import BASE_STAGES
 from tests.conftest import copy_workspace, micro_params
 
 pytestmark = pytest.mark.slow
-STAGES = ["validate", "prepare"] + [
+BASE = set(BASE_STAGES)
+STAGES = ["validate", *BASE_STAGES] + [
     f"{s}@{k}" for k in ("001", "002")
     for s in ("allocate", "sample", "verify", "critique", "judge", "train", "evaluate")]
 
@@ -89,8 +91,8 @@ def test_train_param_change_reruns_train_and_what_follows_only(repro_ws):
         outs_before = _lock_outs(ws)
         ran = _ran(_dvc(ws, env, "exp", "run", "-S", f"train.lr={lr}").stdout)
         assert ran[0] == "train@001"
-        upstream = {"prepare", "allocate@001", "sample@001", "verify@001", "critique@001",
-                    "judge@001"}
+        upstream = BASE | {"allocate@001", "sample@001", "verify@001", "critique@001",
+                           "judge@001"}
         assert not upstream & set(ran)
         # allocate@002 depends on iter-001's policy (GVM probes it); uniform rewrites the
         # same bytes.
@@ -127,6 +129,22 @@ def _exp_show_compares(ws: Path, env: dict[str, str], lr: float) -> None:
 def _git(ws: Path, *args: str) -> None:
     subprocess.run(["git", "-c", "user.name=cotflow", "-c", "user.email=cotflow@localhost",
                     *args], cwd=ws, check=True, capture_output=True)
+
+
+def test_evaluation_setting_reruns_the_evaluations_only(repro_ws):
+    """evaluate.n_samples is read by the warm start's evaluation and each iteration's, not by
+    the splits or the warm start: those stay up to date (issue 18)."""
+    ws, env = repro_ws
+    params = (ws / "params.yaml").read_text()
+    raw = yaml.safe_load(params)
+    raw["evaluate"]["n_samples"] += 1
+    (ws / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    try:
+        stale = json.loads(_dvc(ws, env, "status", "--json").stdout)
+        assert sorted(stale) == ["baseline", "evaluate@001", "evaluate@002", "validate"]
+    finally:
+        (ws / "params.yaml").write_text(params)
+    assert json.loads(_dvc(ws, env, "status", "--json").stdout) == {}
 
 
 def _ran(stdout: str) -> list[str]:
@@ -176,7 +194,7 @@ def test_gvm_iteration_through_dvc_and_mlflow(finished_micro, tmp_path_factory):
     before = _lock_outs(ws)
     ran = _ran(_dvc(ws, env, "repro").stdout)
     assert {"allocate@001", "allocate@002"} <= set(ran)
-    assert not {"prepare", "sample@001", "train@001"} & set(ran)
+    assert not (BASE | {"sample@001", "train@001"}) & set(ran)
     assert _lock_outs(ws)["allocate@001"] == before["allocate@001"]
 
 
@@ -233,8 +251,13 @@ def test_mlflow_parent_and_child_runs(finished_micro):
         assert "stats/train/loss" in child.data.metrics
         assert "timing/sample/tokens_per_s" in child.data.metrics
         assert f"dvc/train/{child.data.tags['cotflow.iteration']}" in child.data.tags
+        assert "dvc/warmstart" in child.data.tags
         # The held-out headline first, as MLflow's compare view orders (and opens on) them.
         assert sorted(child.data.metrics)[:3] == [
             "eval/accuracy", "eval/mean_completion_tokens", "eval/pass_at_1"]
     history = client.get_metric_history(parent.info.run_id, "eval/accuracy")
     assert sorted({m.step for m in history}) == [0, 1, 2]
+    # The warm start has no child: its stages' figures are the parent's, at step 0.
+    for name in ("stats/data/train_problems", "stats/warmstart/final_loss",
+                 "timing/warmstart/tokens_per_s", "timing/baseline/seconds"):
+        assert [m.step for m in client.get_metric_history(parent.info.run_id, name)] == [0]

@@ -1,4 +1,4 @@
-"""prepare's data step on real-style sources: a local GSM8K-style jsonl file."""
+"""The data stage on real-style sources: a local GSM8K-style jsonl file."""
 
 import json
 
@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from cotflow.config import load_params
-from tasks.prepare import load_splits
+from tasks.data import load_splits
 from tests.conftest import micro_params
 
 

@@ -24,7 +24,7 @@ from cotflow.workspace import make_workspace
 from models.openai_sampler import OpenAISampler, SamplerError, prompt_runs, request_seed
 from models.policy import load_policy
 from models.server import ManagedServer, ServerError, free_port, render_command
-from tasks.common import iteration_layout, run_stage
+from tasks.common import iteration_layout, run_base, run_stage
 from tests.conftest import micro_params
 
 pytest.importorskip("openai", reason="transformers serve needs the `serving` extra")
@@ -46,7 +46,7 @@ def _serving(**kw):
 def ws(tmp_path_factory) -> Path:
     root = make_workspace(tmp_path_factory.mktemp("ws"),
                           micro_params(tracking={"enabled": False}))
-    run_stage("prepare", None, root, root / "params.yaml")
+    run_base(root, root / "params.yaml")
     run_stage("allocate", "1", root, root / "params.yaml")
     return root
 

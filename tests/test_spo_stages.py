@@ -16,7 +16,7 @@ from cotflow.config import load_params
 from cotflow.layout import Layout
 from cotflow.records import read_table, rows_of
 from cotflow.workspace import make_workspace
-from tasks.common import iteration_layout, run_stage
+from tasks.common import iteration_layout, run_base, run_stage
 from tests.conftest import micro_params
 
 
@@ -25,7 +25,7 @@ def ws(tmp_path_factory) -> Path:
     raw = micro_params(tracking={"enabled": False})
     raw["iterations"] = {"001": {"algorithm": "spo", "prev": "base"}}
     root = make_workspace(tmp_path_factory.mktemp("spo"), raw)
-    run_stage("prepare", None, root, root / "params.yaml")
+    run_base(root, root / "params.yaml")
     return root
 
 

@@ -21,27 +21,27 @@ def _fail_in_dvc(stage_error: Exception | None) -> None:
     if stage_error is not None:
         leave(stage_error)
     try:
-        raise StageCmdFailedError("python -m cotflow stage prepare", -9)
+        raise StageCmdFailedError("python -m cotflow stage data", -9)
     except StageCmdFailedError as cmd:
-        raise ReproductionError("failed to reproduce 'prepare'") from cmd
+        raise ReproductionError("failed to reproduce 'data'") from cmd
 
 
 @pytest.mark.parametrize(
     ("stage_error", "message", "recurs"),
     [
         (DataError("data/my.jsonl: row 4 (id 'b'), field 'answer': expected a string"),
-         "prepare failed: data/my.jsonl: row 4 (id 'b'), field 'answer': expected a string",
+         "data failed: data/my.jsonl: row 4 (id 'b'), field 'answer': expected a string",
          True),
-        (ValueError("two\nlines"), "prepare failed: two; lines", True),
-        (InjectedFault("injected fault at prepare:start"),
-         "prepare failed: injected fault at prepare:start", False),
-        (None, "prepare failed: failed to reproduce 'prepare': failed to run: python -m "
-               "cotflow stage prepare, exited with -9", False),
+        (ValueError("two\nlines"), "data failed: two; lines", True),
+        (InjectedFault("injected fault at data:start"),
+         "data failed: injected fault at data:start", False),
+        (None, "data failed: failed to reproduce 'data': failed to run: python -m "
+               "cotflow stage data, exited with -9", False),
     ],
     ids=["bad-row", "multi-line", "transient", "killed"],
 )
 def test_the_stage_cause_on_one_line(stage_error, message, recurs):
-    with pytest.raises(StageFailed) as caught, stage_failure("prepare"):
+    with pytest.raises(StageFailed) as caught, stage_failure("data"):
         _fail_in_dvc(stage_error)
     assert str(caught.value) == message and caught.value.recurs is recurs
     # Prefect asks before its retry: never for what will fail the same way.

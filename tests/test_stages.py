@@ -12,7 +12,7 @@ from cotflow.config import load_params
 from cotflow.layout import Layout
 from cotflow.records import read_json, read_table, rows_of, write_table
 from cotflow.workspace import make_workspace
-from tasks.common import iteration_layout, run_stage
+from tasks.common import iteration_layout, run_base, run_stage
 from tests.conftest import micro_params, sample_row
 
 
@@ -20,7 +20,7 @@ from tests.conftest import micro_params, sample_row
 def ws(tmp_path_factory) -> Path:
     root = make_workspace(tmp_path_factory.mktemp("ws"),
                           micro_params(tracking={"enabled": False}))
-    run_stage("prepare", None, root, root / "params.yaml")
+    run_base(root, root / "params.yaml")
     return root
 
 
@@ -28,17 +28,27 @@ def _it(root: Path, key: str = "001"):
     return iteration_layout(load_params(root / "params.yaml"), root, key)
 
 
-def test_prepare_writes_splits_policy_and_metrics(ws):
+def test_base_stages_write_splits_policy_and_metrics(ws):
     lay = Layout(ws)
     train = read_table(lay.train_set, "problems")
     test = read_table(lay.test_set, "problems")
     assert len(train["id"]) == 600 and len(test["id"]) == 24
     assert not set(train["question"]) & set(test["question"])
+    assert all(not any(read_table(path, kind).values())
+               for kind, path in lay.base_rollout_files.items())
+    assert read_json(lay.base / "stats" / "data.json") == {"train_problems": 600,
+                                                           "test_problems": 24}
     assert (lay.base_policy / "config.json").is_file()
+    assert read_json(lay.base / "stats" / "warmstart.json")["steps"] == 200
+    assert not (lay.base / ".ckpt").exists()  # the warm start's checkpoint, once it is saved
     metrics = read_json(lay.base_metrics)
     assert {"accuracy", "pass@1", "pass@2", "mean_completion_tokens",
             "accuracy_difficulty_1"} <= set(metrics)
-    assert read_json(lay.base / "stats" / "prepare.json")["warmstart/steps"] == 200
+    assert read_json(lay.base_curve) == [{"iteration": 0, "accuracy": metrics["accuracy"]}]
+    assert read_json(lay.base / "stats" / "baseline.json") == {"accuracy": metrics["accuracy"]}
+    for stage in ("data", "warmstart", "baseline"):
+        assert (ws / "logs" / "base" / f"{stage}.log").is_file()
+        assert "seconds" in read_json(lay.base / "timing" / f"{stage}.json")
 
 
 def test_allocate_is_seeded_and_uniform(ws):
@@ -130,6 +140,8 @@ def test_stage_errors_are_named(ws):
         run_stage("explode", "1", ws, ws / "params.yaml")
     with pytest.raises(ValueError, match="needs --iteration"):
         run_stage("sample", None, ws, ws / "params.yaml")
+    with pytest.raises(ValueError, match="warmstart takes no --iteration"):
+        run_stage("warmstart", "1", ws, ws / "params.yaml")
     with pytest.raises(ValueError, match="not in params.yaml"):
         run_stage("sample", "9", ws, ws / "params.yaml")
 

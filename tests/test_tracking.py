@@ -16,6 +16,7 @@ from cotflow.tracking import (
     PARENT_ENV,
     SUPERSEDED,
     log_iteration,
+    log_stage,
     mlflow_key,
     parent_name,
     start_parent,
@@ -87,6 +88,33 @@ def test_child_runs_log_their_iterations_settings(tmp_path, monkeypatch):
         assert runs[run_id].data.metrics["stats/train/loss"] == 0.5
     assert len(runs) == 3
     assert runs[parent_id].info.run_name == f"{tmp_path.name}: grpo x2"
+
+
+def test_the_warm_start_is_logged_on_the_parent_at_step_0(tmp_path, monkeypatch):
+    """After the baseline stage: the base stages' stats and timing (the warm start has no
+    child run) and its held-out metrics, baseline's stats aside (its accuracy only)."""
+    monkeypatch.delenv(PARENT_ENV, raising=False)
+    params = _params(tmp_path)
+    lay = Layout(tmp_path)
+    write_json(stats_file(lay.base, "data"), {"train_problems": 600, "test_problems": 24})
+    write_json(stats_file(lay.base, "warmstart"), {"steps": 200, "final_loss": 0.4})
+    write_json(timing_file(lay.base, "warmstart"), {"warmstart/tokens_per_s": 500.0,
+                                                    "seconds": 9.0})
+    write_json(stats_file(lay.base, "baseline"), {"accuracy": 0.25})
+    write_json(lay.base_metrics, {"iteration": 0, "accuracy": 0.25, "pass@1": 0.5,
+                                  "finished_fraction": 1.0})
+    base, cfg, key = stage_config("baseline", None, params)
+    log_stage(cfg, lay, key, base=base)
+    client, exp_id = _client(tmp_path)
+    (parent,) = client.search_runs([exp_id])
+    assert parent.data.tags["cotflow.kind"] == "pipeline"
+    assert parent.data.metrics == {
+        "eval/accuracy": 0.25, "eval/pass_at_1": 0.5, "evaluate/finished_fraction": 1.0,
+        "stats/data/train_problems": 600, "stats/data/test_problems": 24,
+        "stats/warmstart/steps": 200, "stats/warmstart/final_loss": 0.4,
+        "timing/warmstart/tokens_per_s": 500.0, "timing/warmstart/seconds": 9.0}
+    history = client.get_metric_history(parent.info.run_id, "stats/warmstart/steps")
+    assert [m.step for m in history] == [0]
 
 
 def test_raft_plus_plus_names_and_a_changed_setting_gets_a_new_child(tmp_path, monkeypatch):

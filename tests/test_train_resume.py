@@ -1,4 +1,5 @@
-"""Resume inside a long train stage: SIGKILLed mid-way, rerun, same weights bit for bit."""
+"""Resume inside a long train stage (train, warmstart): SIGKILLed mid-way, rerun, same
+weights bit for bit."""
 
 from __future__ import annotations
 
@@ -21,13 +22,14 @@ from tests.conftest import micro_params, sample_row
 STEPS_PER_CKPT = 3
 
 
-def _stage(ws: Path, **env: str) -> subprocess.CompletedProcess:
+def _stage(ws: Path, *stage: str, **env: str) -> subprocess.CompletedProcess:
+    """`cotflow stage STAGE...` (train@001 unless told) in `ws`."""
     full = {k: v for k, v in os.environ.items() if not k.startswith("COTFLOW_")}
     full.update(env)
     # A session of its own: the injected kill takes the stage's process group, not pytest.
-    return subprocess.run([sys.executable, "-m", "cotflow", "--root", str(ws), "stage", "train",
-                           "--iteration", "001"], env=full, capture_output=True, text=True,
-                          timeout=300, start_new_session=True)
+    return subprocess.run([sys.executable, "-m", "cotflow", "--root", str(ws), "stage",
+                           *(stage or ("train", "--iteration", "001"))], env=full,
+                          capture_output=True, text=True, timeout=300, start_new_session=True)
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +94,36 @@ def test_killed_train_stage_resumes_to_identical_weights(seed_ws, tmp_path):
     assert json.loads((ws / "artifacts/iter-001/stats/train.json").read_text()) == ref_stats
     assert not (ws / "artifacts/iter-001/.ckpt").exists()  # cleaned up once saved
     assert not (ref / "artifacts/iter-001/.ckpt").exists()
+
+
+def test_killed_warm_start_resumes_to_identical_weights(tmp_path):
+    """The warmstart stage alone: the splits the data stage wrote stay as they were."""
+    raw = micro_params(tracking={"enabled": False},
+                       warmstart={"steps": 12, "checkpoint_every": 5, "warmup_steps": 2})
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    (ref / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    r = _stage(ref, "data")
+    assert r.returncode == 0, r.stderr
+    ws = _copy(ref, tmp_path / "killed")
+    r = _stage(ref, "warmstart")
+    assert r.returncode == 0, r.stderr
+
+    splits = (ws / "artifacts/base/train.parquet").read_bytes()
+    r = _stage(ws, "warmstart", COTFLOW_FAULT="warmstart:checkpoint:kill")  # after step 5
+    assert r.returncode == -9
+    state = torch.load(ws / "artifacts/base/.ckpt/warmstart/state.pt", weights_only=True)
+    assert state["steps"] == 5
+    assert not (ws / "artifacts/base/policy").exists()
+    r = _stage(ws, "warmstart")
+    assert r.returncode == 0, r.stderr
+    assert "resuming from" in (ws / "logs/base/warmstart.log").read_text()
+    weights = "artifacts/base/policy/model.safetensors"
+    assert (ws / weights).read_bytes() == (ref / weights).read_bytes()
+    stats = "artifacts/base/stats/warmstart.json"
+    assert json.loads((ws / stats).read_text()) == json.loads((ref / stats).read_text())
+    assert not (ws / "artifacts/base/.ckpt").exists()  # cleaned up once saved
+    assert (ws / "artifacts/base/train.parquet").read_bytes() == splits
 
 
 def test_checkpoint_of_other_inputs_is_ignored(tmp_path):

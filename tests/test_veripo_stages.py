@@ -17,7 +17,7 @@ from cotflow.layout import Layout
 from cotflow.presets import apply_preset
 from cotflow.records import read_table, rows_of, write_table
 from cotflow.workspace import make_workspace
-from tasks.common import iteration_layout, run_stage
+from tasks.common import iteration_layout, run_base, run_stage
 from tests.conftest import micro_params, sample_row
 from tests.test_algorithm_stages import _wrong
 
@@ -39,7 +39,7 @@ def _rollout(p: dict, kind: str) -> tuple[str, bool]:
 def ws(tmp_path_factory) -> Path:
     root = make_workspace(tmp_path_factory.mktemp("veripo"),
                           micro_params(tracking={"enabled": False}))
-    run_stage("prepare", None, root, root / "params.yaml")
+    run_base(root, root / "params.yaml")
     apply_preset(root / "params.yaml", ["grpo", "veripo-dpo", "grpo"])
     raw = yaml.safe_load((root / "params.yaml").read_text())
     raw["allocate"]["prompts_per_iteration"] = 12

@@ -7,7 +7,7 @@ times `accuracy_weight`, plus `format_weight` when the completion fully matches
 nothing rewards or punishes skipping itself. params.yaml's `ton` entry takes TRL 0.14's
 conventions, which TON trains with: sample std + 1e-4, seq-mean-token-mean, k3 KL at 0.04
 to the frozen initial model. The thought-dropout warm start that makes skipping reachable
-is prepare's (warmstart.thought_dropout, `cotflow preset ton`).
+is the warmstart stage's (warmstart.thought_dropout, `cotflow preset ton`).
 """
 
 from __future__ import annotations
