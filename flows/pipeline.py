@@ -62,7 +62,7 @@ def reproduce_stage(root: str, stage: str) -> bool:
     os.chdir(root)  # DVC resolves stage names against the working directory
     _dvc_prints_once()
     # The stage's log reaches Prefect line by line while it runs, not after it ends.
-    with LogTail(log_path, _forwarder(logger.info, stage, log_path)) as tail:
+    with LogTail(log_path, _forwarder(_to_api_only(logger).info, stage, log_path)) as tail:
         # In-process: the same code path as `dvc repro --single-item`, without a CLI start
         # (about 1 s) per stage. DVC still runs the stage's cmd as a subprocess.
         with stage_failure(stage), Repo(root) as repo:
@@ -86,6 +86,21 @@ def _mark_stale_failure(log_path: Path, stage: str) -> None:
         with log_path.open("a") as f:
             f.write(f"{datetime.now():%Y-%m-%d %H:%M:%S} {stage} is up to date now (its "
                     f"outputs restored by DVC): {note}")
+
+
+def _to_api_only(run_logger: Any) -> Any:
+    """The task run's logger, less the console: the stage's own output reaches the console
+    already (DVC passes it through), so its forwarded log lines go to Prefect's API alone."""
+    import logging
+
+    from prefect.logging.handlers import APILogHandler
+
+    base = logging.getLogger("prefect.task_runs.stage_log")
+    base.propagate = False
+    if not any(isinstance(h, APILogHandler) for h in base.handlers):
+        base.addHandler(APILogHandler())
+    base.setLevel(logging.INFO)
+    return type(run_logger)(base, run_logger.extra)
 
 
 def _dvc_prints_once() -> None:

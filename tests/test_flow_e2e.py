@@ -88,6 +88,10 @@ def test_cotflow_run_resumes_what_dvc_left_with_identical_results(
     lines = stage_log(ws, "train@002").read_text().splitlines()
     assert any(": step " in line and "ETA" in line for line in lines)
     assert Counter(m for m in (r["message"] for r in logs) if m in set(lines)) == Counter(lines)
+    # On the console once: the stage's own output (DVC passes it through), not again as
+    # Prefect's record of the forwarded line.
+    done = next(line for line in lines if " train done: " in line)
+    assert printed.count(done.split(" INFO ", 1)[1]) == 1, done
     # The flow logged the iterations it ran, in its own process: the stages did not.
     from mlflow.tracking import MlflowClient
 
