@@ -4,6 +4,7 @@
     cotflow validate                   check params.yaml and what it names (dvc.yaml's first stage)
     cotflow stage NAME --iteration K   one stage in this process (what dvc.yaml runs)
     cotflow show ARTIFACT              print a parquet or JSON artifact
+    cotflow report [--out report/]     an HTML page comparing the iterations (no network)
     cotflow preset NAME [NAME ...]     rewrite params.yaml's iterations from presets
     cotflow deploy --cron "0 2 * * *"  a scheduled Prefect deployment of `cotflow run`
 """
@@ -39,6 +40,11 @@ def _parser() -> argparse.ArgumentParser:
     sh = sub.add_parser("show", help="print an artifact")
     sh.add_argument("artifact", type=Path)
     sh.add_argument("--limit", type=int, default=20)
+    rp = sub.add_parser("report", help="an HTML page comparing the iterations")
+    rp.add_argument("--out", type=Path, default=None,
+                    help="folder for index.html and its PNGs (default: <root>/report)")
+    rp.add_argument("--mlflow-ui", default="http://127.0.0.1:5000",
+                    help="base URL of the MLflow UI the run links point to")
     pr = sub.add_parser("preset", help="set params.yaml's iterations from presets")
     pr.add_argument("names", nargs="+", help="one preset per iteration, or one with -n")
     pr.add_argument("-n", "--iterations", type=int, default=None,
@@ -93,6 +99,10 @@ def main(argv: list[str] | None = None) -> int:
             from cotflow.show import show
 
             print(show(args.artifact, limit=args.limit))
+        elif args.command == "report":
+            from cotflow.report_html import write_report
+
+            print(write_report(root, args.out or root / "report", args.mlflow_ui))
         elif args.command == "preset":
             from cotflow.presets import apply_preset
 
