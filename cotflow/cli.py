@@ -43,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="evaluate a checkpoint: avg@k, pass@k, maj@k, per level",
                         description="Greedy and k sampled completions per problem of one split; "
                         "defaults from --root's params.yaml (else the project's).")
-    ev.add_argument("model", type=Path, help="a save_pretrained folder, e.g. "
+    ev.add_argument("model", metavar="MODEL", type=Path, help="a save_pretrained folder, e.g. "
                     "artifacts/iter-003/policy")
     ev.add_argument("--source", default=None,
                     help="builtin, a .jsonl/.json/.parquet file or a Hub id (data.source)")
@@ -54,7 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--temperature", type=float, default=None, help="(evaluate.temperature)")
     ev.add_argument("--max-new-tokens", type=int, default=None,
                     help="(evaluate.max_new_tokens)")
-    ev.add_argument("--format", dest="fmt", default=None,
+    ev.add_argument("--format", dest="fmt", metavar="FORMAT", default=None,
                     help="where completions state the answer (verify.format)")
     ev.add_argument("--columns", default=None, help="over data.columns, e.g. "
                     "question=problem,answer=solution,difficulty=level,subject=type")
