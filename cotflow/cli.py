@@ -5,6 +5,7 @@
     cotflow stage NAME --iteration K   one stage in this process (what dvc.yaml runs)
     cotflow show ARTIFACT              print a parquet or JSON artifact
     cotflow report [--out report/]     an HTML page comparing the iterations (no network)
+    cotflow eval MODEL [-k K] [...]    a checkpoint on any source: avg@k, pass@k, maj@k (JSON)
     cotflow preset NAME [NAME ...]     rewrite params.yaml's iterations from presets
     cotflow deploy --cron "0 2 * * *"  a scheduled Prefect deployment of `cotflow run`
 """
@@ -45,6 +46,29 @@ def _parser() -> argparse.ArgumentParser:
                     help="folder for index.html and its PNGs (default: <root>/report)")
     rp.add_argument("--mlflow-ui", default="http://127.0.0.1:5000",
                     help="base URL of the MLflow UI the run links point to")
+    ev = sub.add_parser("eval", help="evaluate a checkpoint: avg@k, pass@k, maj@k, per level",
+                        description="Greedy and k sampled completions per problem of one split; "
+                        "defaults from --root's params.yaml (else the project's).")
+    ev.add_argument("model", metavar="MODEL", type=Path, help="a save_pretrained folder, e.g. "
+                    "artifacts/iter-003/policy")
+    ev.add_argument("--source", default=None,
+                    help="builtin, a .jsonl/.json/.parquet file or a Hub id (data.source)")
+    ev.add_argument("--split", default="test", help="test | train | a Hub split name")
+    ev.add_argument("--n", type=int, default=None, help="the split's first N problems (all)")
+    ev.add_argument("-k", type=int, default=None, help="samples per problem "
+                    "(evaluate.n_samples)")
+    ev.add_argument("--temperature", type=float, default=None, help="(evaluate.temperature)")
+    ev.add_argument("--max-new-tokens", type=int, default=None,
+                    help="(evaluate.max_new_tokens)")
+    ev.add_argument("--format", dest="fmt", metavar="FORMAT", default=None,
+                    help="where completions state the answer (verify.format)")
+    ev.add_argument("--columns", default=None, help="over data.columns, e.g. "
+                    "question=problem,answer=solution,difficulty=level,subject=type")
+    ev.add_argument("--answer-format", default=None, help="(data.answer_format)")
+    ev.add_argument("--seed", type=int, default=None, help="sampling seed (seed)")
+    ev.add_argument("--out", type=Path, default=Path("eval.json"), help="the JSON written")
+    ev.add_argument("--mlflow", action="store_true",
+                    help="also log a run (tag cotflow.kind=eval) in the workspace's MLflow store")
     pr = sub.add_parser("preset", help="set params.yaml's iterations from presets")
     pr.add_argument("names", nargs="+", help="one preset per iteration, or one with -n")
     pr.add_argument("-n", "--iterations", type=int, default=None,
@@ -103,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
             from cotflow.report_html import write_report
 
             print(write_report(root, args.out or root / "report", args.mlflow_ui))
+        elif args.command == "eval":
+            _evaluate(args, root)
         elif args.command == "preset":
             from cotflow.presets import apply_preset
 
@@ -126,6 +152,26 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cotflow: error: {err}", file=sys.stderr)
         return 2
     return 0
+
+
+def _evaluate(args: argparse.Namespace, root: Path) -> None:
+    from cotflow.records import write_json
+    from models.eval_command import EvalRequest, parse_columns, run_eval, summary
+
+    req = EvalRequest(model=args.model, source=args.source, split=args.split, n=args.n,
+                      k=args.k, temperature=args.temperature, max_new_tokens=args.max_new_tokens,
+                      fmt=args.fmt, seed=args.seed, columns=parse_columns(args.columns),
+                      answer_format=args.answer_format)
+    report, cfg = run_eval(req, root)
+    write_json(args.out, report)
+    print(summary(report))
+    print(f"wrote {args.out}")
+    if args.mlflow:
+        from cotflow.tracking import log_eval, tracking_uri
+
+        run_id = log_eval(cfg, root, report, args.out)
+        print(f"MLflow run {run_id} in {tracking_uri(cfg, root)} "
+              f"(experiment {cfg.tracking.experiment!r})")
 
 
 if __name__ == "__main__":

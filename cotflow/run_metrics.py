@@ -6,7 +6,7 @@ group them by the prefix before the first "/". So every name starts with a prefi
 sorts after `eval/`:
 
 - `eval/accuracy`, `eval/mean_completion_tokens`, `eval/pass_at_K`: the held-out headline
-  (metrics.json), first of all;
+  (metrics.json), first of all; `cotflow eval` adds `eval/avg_at_K` and `eval/maj_at_K`;
 - `evaluate/NAME`: the rest of metrics.json (per level, finished fraction, skip ratio...);
 - `stats/STAGE/NAME`: stage STAGE's statistics (stats/STAGE.json), results;
 - `timing/STAGE/NAME`: seconds, import seconds, peak RSS, tokens/s (timing/STAGE.json):
@@ -23,7 +23,7 @@ from typing import Any
 from cotflow.layout import BASE_STAGES, STAGES, IterationLayout, Layout, stats_file, timing_file
 from cotflow.records import read_json
 
-HEADLINE = re.compile(r"accuracy|mean_completion_tokens|pass@\d+")
+HEADLINE = re.compile(r"accuracy|mean_completion_tokens|(pass|avg|maj)@\d+")
 # metrics.json's `iteration` is the metric's step already.
 NOT_METRICS = frozenset({"iteration"})
 # What the parent charts across iterations (step = iteration).

@@ -1,4 +1,5 @@
-"""MLflow: one parent run per pipeline run, one child run per iteration.
+"""MLflow: one parent run per pipeline run, one child run per iteration (and a run of its
+own per `cotflow eval --mlflow`, tagged cotflow.kind = eval: log_eval).
 
 The parent is the run that `cotflow run` opened (COTFLOW_PARENT_RUN_ID) when it first had
 something to log: a run that reproduces nothing leaves none. Its name says whose run it is
@@ -366,4 +367,27 @@ def log_iteration(cfg: PipelineConfig, layout: Layout, it: IterationLayout, *,
     client.log_artifact(parent, str(it.plot))
     client.set_terminated(run_id)
     _close_if_own(client, parent)
+    return run_id
+
+
+def log_eval(cfg: PipelineConfig, root: Path, report: dict, path: Path) -> str:
+    """A run of `cotflow eval` in the workspace's store, outside any pipeline run: its
+    settings as params, its metrics under the pipeline's names (`eval/...`, `evaluate/...`)
+    and its timing as `timing/eval/...`; the JSON it wrote (`path`) as an artifact. Returns
+    the run's id."""
+    from cotflow.run_metrics import evaluation, numeric
+
+    client, exp_id = _client(cfg, root)
+    settings = report["settings"]
+    tags = {"cotflow.kind": "eval", "cotflow.model": str(settings["model"]),
+            "mlflow.source.git.commit": git_commit(root), "cotflow.workspace": str(root)}
+    name = f"eval: {settings['model']} on {settings['source']} {settings['split']}"
+    run_id = client.create_run(exp_id, run_name=name[:MAX_RUN_NAME], tags=tags).info.run_id
+    _log_params(client, run_id, _param_names({k: str(v) for k, v in settings.items()}))
+    metrics = evaluation(report["metrics"]) | numeric("timing/eval", report["timing"])
+    items = list(metrics.items())
+    for i in range(0, len(items), 500):  # log_batch takes at most 1000 entries
+        client.log_batch(run_id, metrics=_metric_list(dict(items[i:i + 500]), step=0))
+    client.log_artifact(run_id, str(path))
+    client.set_terminated(run_id)
     return run_id

@@ -1,6 +1,7 @@
 """Drawing samples: prompts from problems, n completions each, as `samples.parquet` rows.
 
-Shared by the sample stage and GVM's probe in allocate, so both draw exactly alike.
+Shared by the sample stage and GVM's probe in allocate, so both draw exactly alike; and
+whether prompts fit the model's context (the data stage, `cotflow eval`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,26 @@ from cotflow.config import PipelineConfig
 def format_prompt(cfg: PipelineConfig, question: str) -> str:
     """The prompt the policy sees for `question` (`data.prompt_template`)."""
     return cfg.data.prompt_template.format(question=question)
+
+
+def check_context(cfg: PipelineConfig, tokenizer: Any, context: int,
+                  splits: dict[str, list[dict]]) -> None:
+    """Refuse a prompt that leaves the model no room for its answer, naming the row."""
+    from cotflow.data.errors import DataError
+
+    new_tokens = max(cfg.sample.max_new_tokens, cfg.evaluate.max_new_tokens)
+    room = context - new_tokens
+    for name, rows in splits.items():
+        if not rows:
+            continue
+        ids = tokenizer([format_prompt(cfg, r["question"]) for r in rows])["input_ids"]
+        for i, (row, prompt) in enumerate(zip(rows, ids, strict=True)):
+            if len(prompt) > room:
+                raise DataError(
+                    f"{cfg.data.source}: {name} split, row {i} (id {row['id']!r}), field "
+                    f"'question': the prompt is {len(prompt)} tokens, but the model's context "
+                    f"of {context} leaves {room} beside {new_tokens} new tokens "
+                    "(sample/evaluate.max_new_tokens)")
 
 
 def draw(cfg: PipelineConfig, problems: dict[str, dict[str, Any]], policy: Path,

@@ -6,6 +6,7 @@ iteration's).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,8 @@ from cotflow.algorithms.metrics import pass_at_k
 from cotflow.algorithms.ton import completion_stats, per_level
 from cotflow.config import PipelineConfig
 from cotflow.records import write_json, write_table
-from cotflow.verify.grade import CORRECT
+from cotflow.verify.grade import CORRECT, Grade
+from models.sampler import Completion
 
 
 def record_evaluation(cfg: PipelineConfig, policy: Path, problems: list[dict], iteration: int,
@@ -32,16 +34,43 @@ def record_evaluation(cfg: PipelineConfig, policy: Path, problems: list[dict], i
     return values, timing, points
 
 
+@dataclass(frozen=True)
+class Graded:
+    """Greedy and sampled completions of a list of problems, with their grades: the sampled
+    ones `n_samples` per problem, problem after problem."""
+
+    greedy: list[Completion]
+    greedy_grades: list[Grade]
+    sampled: list[Completion]
+    sampled_grades: list[Grade]
+    n_samples: int
+    tokens_per_s: float
+
+    def sampled_correct(self) -> list[list[bool]]:
+        """Per problem, whether each of its samples is correct."""
+        ok = [g.verdict == CORRECT for g in self.sampled_grades]
+        n = self.n_samples
+        return [ok[i:i + n] for i in range(0, len(ok), n)]
+
+
 def evaluate_policy(cfg: PipelineConfig, policy: Path, problems: list[dict]
                     ) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
     """Greedy and sampled completions on `problems`, graded by the verifier pool:
-    (metrics, timing, one "evaluation" record per problem). Accuracy and the greedy
-    completions' length are also given per difficulty level, and in TON's format the skip
-    ratio (overall and per level) and the share in format.
+    (metrics, timing, one "evaluation" record per problem): `draw_and_grade`, then
+    `policy_metrics`."""
+    graded = draw_and_grade(cfg, policy, problems)
+    metrics = policy_metrics(cfg, problems, graded)
+    n = graded.n_samples
+    rows = [{"id": p["id"], "difficulty": p["difficulty"], "greedy_correct": g.verdict == CORRECT,
+             "sampled_correct": sum(ok), "n_samples": n}
+            for p, g, ok in zip(problems, graded.greedy_grades, graded.sampled_correct(),
+                                strict=True)]
+    return metrics, {"evaluate/tokens_per_s": round(graded.tokens_per_s, 1)}, rows
 
-    Accuracy judges the final answer alone: `verify.check_steps` does not apply here. On
-    the built-in task, `inconsistency_rate` is VerIPO's (specs/algorithms-b.md §4.8): the
-    share of greedy-correct completions whose answer does not follow from their steps."""
+
+def draw_and_grade(cfg: PipelineConfig, policy: Path, problems: list[dict]) -> Graded:
+    """One greedy completion and `evaluate.n_samples` sampled ones per problem (the
+    `evaluate` settings; seeds cfg.seed and cfg.seed + 1), graded by the verifier pool."""
     from cotflow.verify.pool import VerifierPool
     from models.drawing import format_prompt
     from models.sampler import make_sampler
@@ -59,29 +88,39 @@ def evaluate_policy(cfg: PipelineConfig, policy: Path, problems: list[dict]
     with VerifierPool(workers=v.workers, timeout_s=v.timeout_s, memory_mb=v.memory_mb) as pool:
         greedy_grades = pool.grade_many(
             [(gold, c.text) for gold, c in zip(golds, greedy, strict=True)], v.format)
-        greedy_ok = [g.verdict == CORRECT for g in greedy_grades]
         repeated = [gold for gold in golds for _ in range(e.n_samples)]
-        sampled_ok = [g.verdict == CORRECT for g in pool.grade_many(
-            [(gold, c.text) for gold, c in zip(repeated, sampled, strict=True)], v.format)]
+        sampled_grades = pool.grade_many(
+            [(gold, c.text) for gold, c in zip(repeated, sampled, strict=True)], v.format)
+    return Graded(greedy, greedy_grades, sampled, sampled_grades, e.n_samples,
+                  sampler.tokens_per_s)
+
+
+def policy_metrics(cfg: PipelineConfig, problems: list[dict], graded: Graded
+                   ) -> dict[str, Any]:
+    """Greedy accuracy, overall and per difficulty level, the greedy completions' finished
+    share and length (per level too; in TON's format the skip ratio, overall and per level,
+    and the share in format), and pass@k for each of `evaluate.pass_k`.
+
+    Accuracy judges the final answer alone: `verify.check_steps` does not apply here. On
+    the built-in task, `inconsistency_rate` is VerIPO's (specs/algorithms-b.md §4.8): the
+    share of greedy-correct completions whose answer does not follow from their steps."""
+    greedy, grades = graded.greedy, graded.greedy_grades
+    greedy_ok = [g.verdict == CORRECT for g in grades]
     levels = [p["difficulty"] for p in problems]
     metrics: dict[str, Any] = {
         "accuracy": round(sum(greedy_ok) / len(problems), 6),
         "finished_fraction": round(sum(c.finished for c in greedy) / len(greedy), 6),
         **per_level(levels, [float(ok) for ok in greedy_ok], "accuracy"),
         **completion_stats(levels, [c.text for c in greedy], [c.num_tokens for c in greedy],
-                           think=v.format == "think"),
+                           think=cfg.verify.format == "think"),
     }
     if cfg.data.source == "builtin":
-        metrics["inconsistency_rate"] = _inconsistency(problems, greedy, greedy_grades, greedy_ok)
-    n = e.n_samples
-    for k in e.pass_k:  # k <= n_samples: checked when params.yaml is loaded
-        scores = [pass_at_k(n, sum(sampled_ok[i * n:(i + 1) * n]), k)
-                  for i in range(len(problems))]
+        metrics["inconsistency_rate"] = _inconsistency(problems, greedy, grades, greedy_ok)
+    n, sampled_ok = graded.n_samples, graded.sampled_correct()
+    for k in cfg.evaluate.pass_k:  # k <= n_samples: checked when params.yaml is loaded
+        scores = [pass_at_k(n, sum(ok), k) for ok in sampled_ok]
         metrics[f"pass@{k}"] = round(sum(scores) / len(scores), 6)
-    rows = [{"id": p["id"], "difficulty": p["difficulty"], "greedy_correct": ok,
-             "sampled_correct": sum(sampled_ok[i * n:(i + 1) * n]), "n_samples": n}
-            for i, (p, ok) in enumerate(zip(problems, greedy_ok, strict=True))]
-    return metrics, {"evaluate/tokens_per_s": round(sampler.tokens_per_s, 1)}, rows
+    return metrics
 
 
 def _inconsistency(problems: list[dict], completions: list, grades: list,

@@ -33,14 +33,16 @@ def share(flags: Sequence[bool]) -> float:
     return sum(map(bool, flags)) / len(flags) if flags else 0.0
 
 
-def per_level(levels: Sequence[int], values: Sequence[float], name: str) -> dict[str, float]:
-    """`{name}_difficulty_{d}`: the mean of `values` over the items of each level d."""
+def per_level(levels: Sequence[int] | Sequence[str], values: Sequence[float], name: str,
+              by: str = "difficulty") -> dict[str, float]:
+    """`{name}_{by}_{d}`: the mean of `values` over the items of each level d (a difficulty,
+    or another grouping such as a subject, named by `by`)."""
     if len(levels) != len(values):
         raise ValueError(f"{len(levels)} levels but {len(values)} values for {name}")
-    grouped: dict[int, list[float]] = defaultdict(list)
+    grouped: dict[int | str, list[float]] = defaultdict(list)
     for level, value in zip(levels, values, strict=True):
         grouped[level].append(float(value))
-    return {f"{name}_difficulty_{d}": round(sum(v) / len(v), 6)
+    return {f"{name}_{by}_{d}": round(sum(v) / len(v), 6)
             for d, v in sorted(grouped.items())}
 
 

@@ -1,8 +1,10 @@
 """Real datasets (local files or Hugging Face Hub ids) mapped to the problem record format.
 
 A record is ``{"id", "question", "solution", "answer", "difficulty"}`` with string fields
-and an int difficulty (0 when unknown). Bad input fails early with a message that names the
-source, the row and the field, so a broken dataset is fixed before any training starts.
+and an int difficulty (0 when unknown), plus a string ``subject`` where a column is mapped
+to it (`cotflow eval` groups by it; the pipeline's splits have none). Bad input fails early
+with a message that names the source, the row and the field, so a broken dataset is fixed
+before any training starts.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ class ColumnMap:
     solution: str | None = None
     id: str | None = None
     difficulty: str | None = None
+    subject: str | None = None  # not in params.yaml's data.columns: `cotflow eval --columns`
 
 
 def _load_table(source: str, split: str, cache_dir: str | None) -> tuple[list[dict], list[str]]:
@@ -155,13 +158,17 @@ def _to_record(raw: dict, index: int, source: str, stem: str, columns: ColumnMap
     difficulty = 0
     if columns.difficulty is not None:
         difficulty = _difficulty(raw[columns.difficulty], source, index, row_id)
-    return {
+    record = {
         "id": row_id if row_id is not None else f"{stem}-{index}",
         "question": question,
         "solution": solution,
         "answer": answer,
         "difficulty": difficulty,
     }
+    if columns.subject is not None:
+        value = raw[columns.subject]
+        record["subject"] = "" if value is None else str(value)
+    return record
 
 
 def load_rows(
@@ -186,7 +193,7 @@ def load_rows(
     if limit is not None and limit < 0:
         raise ValueError(f"limit must be >= 0, got {limit}")
     table, available = _load_table(source, split, cache_dir)
-    for field in ("question", "answer", "solution", "id", "difficulty"):
+    for field in ("question", "answer", "solution", "id", "difficulty", "subject"):
         column = getattr(columns, field)
         if column is not None and column not in available:
             raise DataError(

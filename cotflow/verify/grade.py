@@ -33,6 +33,7 @@ __all__ = [
     "TIMEOUT",
     "TYPICAL_PAIRS",
     "Grade",
+    "answer_key",
     "grade_answer",
     "grade_extracted",
     "triage",
@@ -112,6 +113,17 @@ def _exact_value(text: str) -> tuple[Fraction, bool] | None:
     if den == 0:
         return None  # math-verify reads 3/0 as complex infinity: its call
     return Fraction(-num if sign == "-" else num, den), False
+
+
+def answer_key(answer: str | None) -> str | None:
+    """A canonical form of an extracted answer, for majority voting: the exact value of a
+    number or simple fraction (``3``, ``3.0``, ``\\boxed{3}`` and ``\\$3`` are all ``3``;
+    ``0.5`` and ``\\frac12`` are ``1/2``), else the text with its whitespace collapsed.
+    None for no answer or a blank one. Bounded time, like the exact path it reuses."""
+    if answer is None or not answer.strip():
+        return None
+    exact = _exact_value(answer)
+    return str(exact[0]) if exact is not None else _WS.sub(" ", answer.strip())
 
 
 def _balanced(text: str) -> bool:
