@@ -36,8 +36,8 @@ ARMS: dict[str, Arm] = {
     # (the paper's M = 30 is a small share of a GSM8K solution too).
     "spo-tree-m8": Arm("spo-tree", sets=("sample.tree.segment_tokens=8",)),
 }
-# Refinement-format examples in the shared warm start when any arm refines (every arm then
-# starts from it, so the comparison is at one warm start).
+# Refinement-format examples in every warm start (Critique-GRPO's arms read critiques only
+# after them; every arm starts from the same warm start, so the comparison is at one).
 REFINEMENT_EXAMPLES = 2000
 # TON and its GRPO baseline: one recipe and format, warm starts with and without thought
 # dropout (presets.WARM_STARTS): each warm start is prepared once and shared by its seeds.

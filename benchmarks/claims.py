@@ -69,8 +69,9 @@ def arm_params(base: dict[str, Any], args: argparse.Namespace, arm: str, seed: i
     spec = ARMS[arm]
     params = preset_params(base, args, spec.preset, seed, scratch, arm, extra=spec.sets)
     params["evaluate"].update(n_samples=args.eval_samples, pass_k=[1])
-    if any(ARMS[a].preset.startswith("critique-grpo") for a in args.arms):
-        params["warmstart"]["refinement_examples"] = REFINEMENT_EXAMPLES
+    # Every warm start has them, whichever arms this call runs: an arm's params (and so
+    # whether a finished run of it is kept) must not depend on the other arms asked for.
+    params["warmstart"]["refinement_examples"] = REFINEMENT_EXAMPLES
     if spec.steps_factor != 1:
         for entry in params["iterations"].values():
             train = entry["overrides"]["train"]

@@ -31,7 +31,8 @@ def run_arm(root: Path, params: dict[str, Any],
 
     folders = ["base", *(f"iter-{key}" for key in params["iterations"])]
     last = root / "artifacts" / folders[-1] / "metrics.json"
-    if last.exists() and yaml.safe_load((root / "params.yaml").read_text()) == params:
+    if last.exists() and same_run(yaml.safe_load((root / "params.yaml").read_text()), params,
+                                  copied_base=base_from is not None):
         return curve_of(root)
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
@@ -44,6 +45,14 @@ def run_arm(root: Path, params: dict[str, Any],
         for stage in STAGES:
             run_stage(stage, key, root, root / "params.yaml")
     return curve_of(root)
+
+
+def same_run(done: dict[str, Any], wanted: dict[str, Any], *, copied_base: bool) -> bool:
+    """Whether a finished run's params give `wanted`'s results. A run on a copied warm start
+    never read `warmstart` (that copy did), so that section alone may differ."""
+    if copied_base:
+        done, wanted = ({k: v for k, v in p.items() if k != "warmstart"} for p in (done, wanted))
+    return done == wanted
 
 
 def curve_of(root: Path, metric: str = "accuracy") -> list[tuple[int, float]]:

@@ -64,3 +64,13 @@ def test_histogram_keeps_the_ends_apart() -> None:
     ps = [0.0, 0.0, 0.0625, 0.25, 0.5, 0.9375, 1.0, 1.0, 1.0]
     assert histogram(ps) == [("p = 0", 2), ("0 < p <= 0.25", 2), ("0.25 < p <= 0.5", 1),
                              ("0.5 < p <= 0.75", 0), ("0.75 < p < 1", 1), ("p = 1", 3)]
+
+
+def test_a_finished_arm_on_a_copied_warm_start_is_kept_whatever_its_warmstart_section():
+    from harness import same_run
+
+    done = {"seed": 1, "warmstart": {"refinement_examples": 0}, "train": {"lr": 1e-5}}
+    wanted = {"seed": 1, "warmstart": {"refinement_examples": 2000}, "train": {"lr": 1e-5}}
+    assert same_run(done, wanted, copied_base=True)
+    assert not same_run(done, wanted, copied_base=False)  # its own warm start read them
+    assert not same_run(done, {**wanted, "train": {"lr": 1e-4}}, copied_base=True)
