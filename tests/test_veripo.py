@@ -122,6 +122,10 @@ SOLUTION = "3+4=7\n7-2=5\n\\boxed{5}"
     ("3+5=8\n8-2=6\n\\boxed{6}", "6", True),  # wrong steps, the answer they derive
     ("3+5=8\n8-2=6\n\\boxed{9}", "9", False),  # wrong steps, an answer they do not derive
     ("3+4=7\n7-2=5\n\\boxed{x}", None, False),  # no answer
+    # TON's format: the thought is the working; the tags are not steps.
+    ("<think>\n3+4=7\n7-2=5\n</think><answer>5</answer>", "5", True),
+    ("<think>\n3+5=8\n8-3=5\n</think>\n<answer>5</answer>", "5", False),
+    ("<think>\n\n</think><answer>5</answer>", "5", False),  # skipped: follows from nothing
 ])
 def test_answer_follows_on_the_builtin_task(completion, answer, consistent):
     assert answer_follows(completion, SOLUTION, answer) is consistent

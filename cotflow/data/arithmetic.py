@@ -213,6 +213,15 @@ def solution_steps(solution: str) -> list[str]:
     return lines
 
 
+def reasoning_lines(completion: str) -> list[str]:
+    """The working of a completion: its thought's lines in TON's format (the tags and the
+    answer are not steps), else its solution steps."""
+    from cotflow.verify.think import thought_of
+
+    thought = thought_of(completion)
+    return solution_steps(completion if thought is None else thought)
+
+
 def equation(step: str) -> tuple[int, str, int, int] | None:
     """(x, op, y, z) of an ``x op y = z`` line, op as one of + - * /; None if it is not one."""
     match = _EQUATION.fullmatch(step.strip())
@@ -275,7 +284,7 @@ def answer_follows(completion: str, solution: str, answer: str | None) -> bool:
     ref = [_parsed_step(s) for s in ref_lines]
     if not ref or any(r is None for r in ref):
         raise ValueError(f"solution {solution!r} is not a chain of true x op y = z steps")
-    lines = solution_steps(completion)
+    lines = reasoning_lines(completion)
     steps = [_parsed_step(s) for s in lines]
     if value is None or not lines:
         return False

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 
-from cotflow.data.arithmetic import check_step, equation, solution_steps
+from cotflow.data.arithmetic import check_step, equation, reasoning_lines, solution_steps
 
 Step = tuple[int, str, int, int]
 
@@ -32,7 +32,7 @@ def step_critique(response: str, solution: str, answer: str) -> str:
     """A terse critique of `response` against the reference `solution`: its first wrong
     step, what it should have been and why; else (every step right) the missing answer."""
     want = _reference(solution)
-    got = solution_steps(response)
+    got = reasoning_lines(response)
     for i, ref in enumerate(want, 1):
         if i > len(got):
             return f"Step {i} is missing: {_fmt(ref)}."
