@@ -22,7 +22,6 @@ def run(cfg: PipelineConfig, layout: Layout) -> tuple[dict[str, Any], dict[str, 
     import torch
 
     from cotflow.data.targets import sft_targets
-    from models.drawing import format_prompt
     from models.policy import (
         build_tiny_policy,
         check_model_source,
@@ -30,7 +29,7 @@ def run(cfg: PipelineConfig, layout: Layout) -> tuple[dict[str, Any], dict[str, 
         load_policy,
         save_policy,
     )
-    from models.torch_trainer import sft_steps, text_example
+    from models.torch_trainer import sft_steps
 
     torch.set_num_threads(cfg.threads)
     train = rows_of(read_table(layout.train_set, "problems"))
@@ -42,8 +41,7 @@ def run(cfg: PipelineConfig, layout: Layout) -> tuple[dict[str, Any], dict[str, 
     context = context_length(model, cfg)
     w = cfg.warmstart
     targets = sft_targets(train, cfg.verify.format, dropout=w.thought_dropout, seed=cfg.seed)
-    examples = [text_example(tokenizer, format_prompt(cfg, p["question"]), target)
-                for p, target, _ in targets]
+    examples = question_examples(cfg, tokenizer, [(p["question"], t) for p, t, _ in targets])
     taught = refinement_examples(cfg, tokenizer, train, context)
     examples += taught
     sft: dict[str, Any] = {}
@@ -64,6 +62,17 @@ def run(cfg: PipelineConfig, layout: Layout) -> tuple[dict[str, Any], dict[str, 
     timing = {"warmstart/tokens_per_s": round(sft.get("tokens_per_s", 0.0), 1),
               "warmstart/sft_seconds": round(sft.get("seconds", 0.0), 2)}
     return stats, timing
+
+
+def question_examples(cfg: PipelineConfig, tokenizer: Any,
+                      pairs: list[tuple[str, str]]) -> list:
+    """SFT examples of (question, target): the prompt ids are those the samplers condition
+    on (models/prompts.py), so the warm start trains the prompts it will be sampled from."""
+    from models.prompts import PromptFormat
+    from models.torch_trainer import text_example
+
+    prompts = PromptFormat(cfg.data, tokenizer)
+    return [text_example(tokenizer, prompts.ids(q), target) for q, target in pairs]
 
 
 def refinement_examples(cfg: PipelineConfig, tokenizer: Any, train: list[dict],
@@ -95,6 +104,7 @@ def refinement_examples(cfg: PipelineConfig, tokenizer: Any, train: list[dict],
 
 def _checkpointer(cfg: PipelineConfig, layout: Layout):
     """Resume point of the warm start, keyed to everything its result reads."""
+    import models.prompts
     import models.torch_trainer
     from cotflow.algorithms import losses
     from cotflow.data import targets
@@ -103,6 +113,6 @@ def _checkpointer(cfg: PipelineConfig, layout: Layout):
     config = {k: getattr(cfg, k).model_dump() for k in ("data", "model", "warmstart", "critique")}
     config.update(seed=cfg.seed, threads=cfg.threads, format=cfg.verify.format)
     files = [layout.train_set, __file__, models.torch_trainer.__file__, losses.__file__,
-             targets.__file__]
+             targets.__file__, models.prompts.__file__]
     return Checkpointer.for_stage(layout.base, "warmstart", cfg.warmstart.checkpoint_every,
                                   fingerprint(config, files))
