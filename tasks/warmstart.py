@@ -81,6 +81,7 @@ def refinement_examples(cfg: PipelineConfig, tokenizer: Any, train: list[dict],
     (Critique-GRPO's refinement prompt -> the right solution) and to write one (`self`),
     built from the built-in task's steps (cotflow/data/arithmetic_critic.py)."""
     from cotflow.data.arithmetic_critic import teaching_pairs
+    from models.prompts import PromptFormat
     from models.torch_trainer import text_example
 
     count = cfg.warmstart.refinement_examples
@@ -93,7 +94,10 @@ def refinement_examples(cfg: PipelineConfig, tokenizer: Any, train: list[dict],
     c = cfg.critique
     pairs = teaching_pairs(train, count, seed=cfg.seed, refinement_template=c.refinement_template,
                            self_template=c.self_template, wording=c.wording)
-    out = [text_example(tokenizer, prompt, target) for prompt, target in pairs]
+    # User messages, as the critique stage gives them to the policy (models/prompts.py).
+    fmt = PromptFormat(cfg.data, tokenizer)
+    ids = fmt.encode([fmt.render(prompt) for prompt, _ in pairs])
+    out = [text_example(tokenizer, p, target) for p, (_, target) in zip(ids, pairs, strict=True)]
     longest = max(out, key=lambda ex: len(ex.prompt_ids) + len(ex.completion_ids))
     if len(longest.prompt_ids) + len(longest.completion_ids) > context:
         raise ValueError(f"warmstart.refinement_examples: an example is "

@@ -145,3 +145,16 @@ def test_validate_refuses_a_tokenizer_without_a_chat_template(tmp_path, capsys, 
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert "data.chat_template: the tokenizer of model.name_or_path 'plain-model' has no " \
            "chat template" in last, last
+
+
+def test_critique_prompts_are_user_messages_counted_in_ids(tmp_path, policy):
+    from models.critic import check_prompt_room
+    from models.prompts import policy_prompts
+
+    fmt = policy_prompts(chat_config(tmp_path, policy).data, policy)
+    rendered = [fmt.render("Question: 3+4? Your answer: 8. Critique: Wrong. Try again.")]
+    inputs = fmt.for_sampler(rendered)
+    assert rendered[0].endswith("<|im_start|>assistant\n") and inputs == fmt.encode(rendered)
+    assert check_prompt_room(policy, inputs, ["r0"], new_tokens=8, what="w") == [len(inputs[0])]
+    with pytest.raises(ValueError, match="the refinement prompt of r0 is"):
+        check_prompt_room(policy, inputs, ["r0"], new_tokens=256, what="the refinement prompt")
