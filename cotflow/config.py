@@ -58,6 +58,11 @@ class DataConfig(Section):
             raise ValueError("must contain '{question}'")
         return v
 
+    def user_message(self, question: str) -> str:
+        """prompt_template with `question` in place of {question}; every other character
+        literal, so the paper's `\\boxed{}` needs no escaping (str.format would choke)."""
+        return self.prompt_template.replace("{question}", question)
+
 
 class ModelConfig(Section):
     name_or_path: str  # "tiny" builds the from-scratch model; else a Hub id or local path

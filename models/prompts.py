@@ -33,7 +33,7 @@ class PromptFormat:
 
     def text(self, question: str) -> str:
         """The prompt for `question`, as the policy reads it."""
-        return self.render(self.data.prompt_template.format(question=question))
+        return self.render(self.data.user_message(question))
 
     def render(self, message: str) -> str:
         """`message` as the user's turn (chat), or as it is (plain)."""

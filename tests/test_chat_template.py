@@ -17,7 +17,7 @@ CHATML = ("{{ bos_token }}{% for m in messages %}<|im_start|>{{ m['role'] }}\n"
           "{{ m['content'] }}<|im_end|>\n{% endfor %}"
           "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 SYSTEM = "You are a careful solver."
-BOXED = "{question}\nPlease reason step by step, and put your final answer within \\boxed{{}}."
+BOXED = "{question}\nPlease reason step by step, and put your final answer within \\boxed{}."
 QUESTION = "Tom has 3 apples and buys 4 more. How many apples does he have?"
 
 
@@ -121,6 +121,11 @@ def test_the_plain_template_is_todays_text(tmp_path):
     fmt = PromptFormat(cfg.data, tok)
     assert fmt.text("1+2?") == "1+2?\n" and fmt.for_sampler(["1+2?\n"]) == ["1+2?\n"]
     assert fmt.ids("1+2?") == tok("1+2?\n")["input_ids"]  # <bos> added by the tokenizer
+    # The paper's instruction as written in params.yaml: its braces need no escaping.
+    raw = yaml.safe_load('t: "{question}\\nPlease reason step by step, and put your final '
+                         'answer within \\\\boxed{}."')["t"]
+    boxed = PromptFormat(cfg.data.model_copy(update={"prompt_template": raw}))
+    assert raw == BOXED and boxed.text("{x}?") == BOXED.replace("{question}", "{x}?")
 
 
 @pytest.mark.parametrize(
