@@ -55,7 +55,7 @@ def measure(params: Path, base: Path, per_level: int, n: int) -> dict[int, dict[
     from cotflow.verify.grade import CORRECT
     from cotflow.verify.pool import VerifierPool
     from cotflow.verify.scoring import rewards_of
-    from models.drawing import format_prompt
+    from models.prompts import policy_prompts
     from models.sampler import make_sampler
 
     cfg = read_params(params)
@@ -66,7 +66,8 @@ def measure(params: Path, base: Path, per_level: int, n: int) -> dict[int, dict[
         if taken[p["difficulty"]] < per_level:
             taken[p["difficulty"]] += 1
             chosen.append(p)
-    prompts = [format_prompt(cfg, p["question"]) for p in chosen]
+    fmt = policy_prompts(cfg.data, base / "policy")
+    prompts = fmt.for_sampler([fmt.text(p["question"]) for p in chosen])
     s = cfg.sample
     with make_sampler(s.backend, base / "policy", batch_size=s.batch_size, threads=cfg.threads,
                       serving=cfg.serving, seed=cfg.seed) as sampler:

@@ -112,16 +112,18 @@ def run_trl(root: Path, cfg, iterations: int, warm_acc: float, knobs: Knobs) -> 
     from cotflow.layout import Layout
     from cotflow.records import read_table, rows_of
     from cotflow.verify.scoring import grade_rewards
-    from models.drawing import format_prompt
     from models.evaluation import evaluate_policy
     from models.policy import load_policy, save_policy
+    from models.prompts import policy_prompts
 
     torch.set_num_threads(cfg.threads)
     layout = Layout(root)
     run = Run("TRL", [(0.0, 0.0, warm_acc)])
     train_rows = rows_of(read_table(layout.train_set, "problems"))
     test = rows_of(read_table(layout.test_set, "problems"))
-    dataset = Dataset.from_dict({"prompt": [format_prompt(cfg, r["question"]) for r in train_rows],
+    # TRL tokenizes the text itself: the plain template's rule (models/prompts.py).
+    fmt = policy_prompts(cfg.data, layout.base_policy)
+    dataset = Dataset.from_dict({"prompt": [fmt.text(r["question"]) for r in train_rows],
                                  "answer": [r["answer"] for r in train_rows]})
 
     def reward(prompts, completions, answer, **_: Any) -> list[float]:

@@ -47,7 +47,9 @@ class DataConfig(Section):
     answer_format: Literal["auto", "gsm8k", "boxed", "plain"]
     train_split: str
     test_split: str
-    prompt_template: str
+    prompt_template: str  # the user message: models/prompts.py
+    chat_template: bool  # wrap it in the tokenizer's chat template (instruct models)
+    system_prompt: str | None  # the chat's system turn; needs chat_template
 
     @field_validator("prompt_template")
     @classmethod
@@ -55,6 +57,11 @@ class DataConfig(Section):
         if "{question}" not in v:
             raise ValueError("must contain '{question}'")
         return v
+
+    def user_message(self, question: str) -> str:
+        """prompt_template with `question` in place of {question}; every other character
+        literal, so the paper's `\\boxed{}` needs no escaping (str.format would choke)."""
+        return self.prompt_template.replace("{question}", question)
 
 
 class ModelConfig(Section):
@@ -264,6 +271,12 @@ class PipelineConfig(Section):
                     self.verify.format):
                 raise ValueError(f"iterations.{key}.overrides.verify.format: the format is "
                                  "the warm start's; set it for the whole pipeline")
+        if self.data.chat_template and self.model.name_or_path == "tiny":
+            raise ValueError("data.chat_template: the tiny model's character tokenizer has no "
+                             "chat template; set it to false (or choose an instruct model)")
+        if self.data.system_prompt is not None and not self.data.chat_template:
+            raise ValueError("data.system_prompt needs data.chat_template: true (a plain "
+                             "prompt has no system turn: write it into data.prompt_template)")
         if self.warmstart.thought_dropout and self.verify.format != "think":
             raise ValueError("warmstart.thought_dropout needs verify.format: think (a thought "
                              "to drop)")

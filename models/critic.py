@@ -11,7 +11,8 @@ from typing import Any
 from cotflow.critiques import parse_critic
 
 
-def critique_rounds(sampler: Any, prompts: Sequence[str], *, retries: int,
+def critique_rounds(sampler: Any, prompts: Sequence[str] | Sequence[Sequence[int]], *,
+                    retries: int,
                     max_new_tokens: int, temperature: float, top_p: float,
                     seed: int) -> tuple[list[str | None], int]:
     """Each prompt's critique, or None when `1 + retries` draws all lacked the marker; and
@@ -56,16 +57,17 @@ def lm_critiques(cfg: Any, prompts: Sequence[str], *, seed: int) -> list[str | N
                                top_p=c.top_p, seed=seed)[0]
 
 
-def check_prompt_room(policy: Path, prompts: Sequence[str], names: Sequence[str], *,
-                      new_tokens: int, what: str) -> list[int]:
-    """Each prompt's length in the policy's tokens; a prompt that leaves fewer than
-    `new_tokens` positions of the policy's context is refused, naming it. `names` says
-    which record each prompt belongs to."""
+def check_prompt_room(policy: Path, prompts: Sequence[str] | Sequence[Sequence[int]],
+                      names: Sequence[str], *, new_tokens: int, what: str) -> list[int]:
+    """Each prompt's length in the policy's tokens (a prompt is what the sampler is given:
+    text, or ids); a prompt that leaves fewer than `new_tokens` positions of the policy's
+    context is refused, naming it. `names` says which record each prompt belongs to."""
     from transformers import AutoConfig, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(policy))
     context = int(AutoConfig.from_pretrained(str(policy)).max_position_embeddings)
-    lengths = [len(ids) for ids in tokenizer(list(prompts))["input_ids"]] if prompts else []
+    if prompts and isinstance(prompts[0], str):
+        prompts = AutoTokenizer.from_pretrained(str(policy))(list(prompts))["input_ids"]
+    lengths = [len(ids) for ids in prompts]
     for name, n in zip(names, lengths, strict=True):
         if n + new_tokens > context:
             raise ValueError(

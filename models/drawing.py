@@ -13,22 +13,19 @@ from typing import Any
 from cotflow.config import PipelineConfig
 
 
-def format_prompt(cfg: PipelineConfig, question: str) -> str:
-    """The prompt the policy sees for `question` (`data.prompt_template`)."""
-    return cfg.data.prompt_template.format(question=question)
-
-
 def check_context(cfg: PipelineConfig, tokenizer: Any, context: int,
                   splits: dict[str, list[dict]]) -> None:
     """Refuse a prompt that leaves the model no room for its answer, naming the row."""
     from cotflow.data.errors import DataError
+    from models.prompts import PromptFormat
 
+    prompts = PromptFormat(cfg.data, tokenizer)
     new_tokens = max(cfg.sample.max_new_tokens, cfg.evaluate.max_new_tokens)
     room = context - new_tokens
     for name, rows in splits.items():
         if not rows:
             continue
-        ids = tokenizer([format_prompt(cfg, r["question"]) for r in rows])["input_ids"]
+        ids = prompts.encode([prompts.text(r["question"]) for r in rows])
         for i, (row, prompt) in enumerate(zip(rows, ids, strict=True)):
             if len(prompt) > room:
                 raise DataError(
@@ -45,28 +42,31 @@ def draw(cfg: PipelineConfig, problems: dict[str, dict[str, Any]], policy: Path,
 
     `where` names the file the counts came from, for the error on an unknown prompt;
     `sampler` reuses a loaded sampler of `policy` (else one is made)."""
+    from models.prompts import policy_prompts
     from models.sampler import make_sampler
 
     s = cfg.sample
+    prompts = policy_prompts(cfg.data, policy)
     rows: list[dict[str, Any]] = []
     for pid, n in counts:
         if pid not in problems:
             raise ValueError(f"{where}: prompt_id {pid!r} is not among the training problems")
-        prompt = format_prompt(cfg, problems[pid]["question"])
+        prompt = prompts.text(problems[pid]["question"])
         rows.extend({"prompt_id": pid, "sample_idx": j, "prompt": prompt} for j in range(n))
     if not rows:
         return rows, 0.0
+    inputs = prompts.for_sampler([r["prompt"] for r in rows])
     if sampler is None:
         with make_sampler(s.backend, policy, batch_size=s.batch_size, threads=cfg.threads,
                           serving=cfg.serving, seed=seed) as own:
-            return _complete(cfg, rows, own, seed)
-    return _complete(cfg, rows, sampler, seed)
+            return _complete(cfg, rows, inputs, own, seed)
+    return _complete(cfg, rows, inputs, sampler, seed)
 
 
-def _complete(cfg: PipelineConfig, rows: list[dict[str, Any]], sampler: Any,
+def _complete(cfg: PipelineConfig, rows: list[dict[str, Any]], inputs: list, sampler: Any,
               seed: int) -> tuple[list[dict[str, Any]], float]:
     s = cfg.sample
-    completions = sampler.generate([r["prompt"] for r in rows], max_new_tokens=s.max_new_tokens,
+    completions = sampler.generate(inputs, max_new_tokens=s.max_new_tokens,
                                    temperature=s.temperature, top_p=s.top_p, seed=seed)
     for row, c in zip(rows, completions, strict=True):
         row.update(completion=c.text, num_tokens=c.num_tokens, finished=c.finished,

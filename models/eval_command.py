@@ -149,7 +149,9 @@ def run_eval(req: EvalRequest, root: Path) -> tuple[dict[str, Any], PipelineConf
                 "seed": cfg.seed, "pass_k": e.pass_k, "backend": cfg.sample.backend,
                 "answer_format": cfg.data.answer_format,
                 "columns": {k: v for k, v in vars(columns).items() if v is not None},
-                "prompt_template": cfg.data.prompt_template, "params": str(params)}
+                "prompt_template": cfg.data.prompt_template,
+                "chat_template": cfg.data.chat_template, "system_prompt": cfg.data.system_prompt,
+                "params": str(params)}
     timing = {"started_at": started.isoformat(timespec="seconds"),
               "seconds": round(time.perf_counter() - t0, 3),
               "tokens_per_s": round(graded.tokens_per_s, 1)}

@@ -72,11 +72,12 @@ def draw_and_grade(cfg: PipelineConfig, policy: Path, problems: list[dict]) -> G
     """One greedy completion and `evaluate.n_samples` sampled ones per problem (the
     `evaluate` settings; seeds cfg.seed and cfg.seed + 1), graded by the verifier pool."""
     from cotflow.verify.pool import VerifierPool
-    from models.drawing import format_prompt
+    from models.prompts import policy_prompts
     from models.sampler import make_sampler
 
     e, v = cfg.evaluate, cfg.verify
-    prompts = [format_prompt(cfg, p["question"]) for p in problems]
+    fmt = policy_prompts(cfg.data, policy)
+    prompts = fmt.for_sampler([fmt.text(p["question"]) for p in problems])
     with make_sampler(cfg.sample.backend, policy, batch_size=e.batch_size, threads=cfg.threads,
                       serving=cfg.serving, seed=cfg.seed) as sampler:
         greedy = sampler.generate(prompts, max_new_tokens=e.max_new_tokens, temperature=1.0,

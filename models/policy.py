@@ -73,6 +73,27 @@ def check_model_source(src: str, root: Path = Path(".")) -> None:
                           "there first or give a local path")
 
 
+def check_chat_template(data: Any, name_or_path: str, root: Path = Path(".")) -> None:
+    """Refuse data.chat_template for a tokenizer that has no chat template (models/prompts.py
+    renders the chat). Validate runs it after check_model_source: the checkpoint is there."""
+    if not data.chat_template:
+        return
+    from transformers import AutoTokenizer
+
+    from cotflow.config_types import ConfigError
+
+    src = str(Path(root) / name_or_path) if looks_local(name_or_path, root) else name_or_path
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(src)
+    except OSError as err:
+        raise ConfigError(f"data.chat_template: cannot load the tokenizer of "
+                          f"model.name_or_path {name_or_path!r}: {err}") from None
+    if not getattr(tokenizer, "chat_template", None):
+        raise ConfigError(f"data.chat_template: the tokenizer of model.name_or_path "
+                          f"{name_or_path!r} has no chat template; set data.chat_template: "
+                          "false and write the whole prompt into data.prompt_template")
+
+
 def load_policy(name_or_path: str | Path, *, for_training: bool = False) -> tuple[Any, Any]:
     """Load (model, tokenizer) with the Auto classes from a folder or a Hub id."""
     import torch

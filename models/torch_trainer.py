@@ -29,9 +29,11 @@ from models.steps import plan_steps
 log = logging.getLogger(__name__)
 
 
-def text_example(tokenizer, prompt: str, completion: str, *, finished: bool = True) -> Example:
-    """An example from text (a worked solution): EOS appended only if it is `finished`."""
-    prompt_ids = tokenizer(prompt)["input_ids"]
+def text_example(tokenizer, prompt: str | Sequence[int], completion: str, *,
+                 finished: bool = True) -> Example:
+    """An example from text (a worked solution): EOS appended only if it is `finished`.
+    A prompt given as ids (models/prompts.py) is taken as it is."""
+    prompt_ids = tokenizer(prompt)["input_ids"] if isinstance(prompt, str) else prompt
     completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
     if finished:
         completion_ids = [*completion_ids, tokenizer.eos_token_id]

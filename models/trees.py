@@ -41,11 +41,12 @@ def sample_trees(cfg: PipelineConfig, problems: dict[str, dict[str, Any]],
     prompt of `prompt_ids`."""
     from transformers import AutoTokenizer
 
-    from models.drawing import format_prompt
+    from models.prompts import PromptFormat
 
     s, t = cfg.sample, cfg.sample.tree
     tokenizer = AutoTokenizer.from_pretrained(str(policy))
-    frontier = [_Open(pid, -1, format_prompt(cfg, problems[pid]["question"]))
+    fmt = PromptFormat(cfg.data, tokenizer)
+    frontier = [_Open(pid, -1, fmt.text(problems[pid]["question"]))
                 for pid in prompt_ids]
     samples: list[dict[str, Any]] = []
     nodes: list[dict[str, Any]] = []
@@ -59,7 +60,7 @@ def sample_trees(cfg: PipelineConfig, problems: dict[str, dict[str, Any]],
             by_budget[left if last else min(t.segment_tokens, left)].extend([parent] * width)
         frontier = []
         for budget, parents in sorted(by_budget.items()):
-            prompts = ([p.prompt for p in parents] if depth == 0
+            prompts = (fmt.for_sampler([p.prompt for p in parents]) if depth == 0
                        else [p.prompt_ids + p.prefix for p in parents])
             got = sampler.generate(prompts, max_new_tokens=budget, temperature=s.temperature,
                                    top_p=s.top_p, seed=level_seed(seed, depth, budget))

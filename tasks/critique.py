@@ -9,8 +9,10 @@ For an iteration whose algorithm entry names a `critique` type:
    indicative sentence; an LM critique without the closing marker falls back to
    `indicative_gt` (as the paper's code does after its retries).
 2. Refine: the policy answers `critique.refinement_template` (question, the response, its
-   critique) once per response, with the sample stage's backend and settings. A prompt
-   that does not fit the policy's context is refused, naming it.
+   critique) once per response, with the sample stage's backend and settings; this prompt
+   and the self-critique one are user messages (models/prompts.py: the chat template where
+   data.chat_template says). A prompt that does not fit the policy's context is refused,
+   naming it.
 3. Grade the refinements with the verify stage's reward (cotflow/verify/scoring.py) and
    select one per prompt: the first correct, else the first (§3.3). The train stage joins
    it to the prompt's group.
@@ -58,20 +60,24 @@ def run(cfg: PipelineConfig, layout: Layout,
         _cot(cfg, rows, problems, texts, critics, seed=seed + CRITIC_SEED)
 
     from models.critic import check_prompt_room, critique_rounds
+    from models.prompts import policy_prompts
     from models.sampler import make_sampler
 
     s = cfg.sample
+    # The policy's prompts are user messages: in its chat template where data asks for it.
+    fmt = policy_prompts(cfg.data, it.prev_policy)
     with make_sampler(s.backend, it.prev_policy, batch_size=s.batch_size, threads=cfg.threads,
                       serving=cfg.serving, seed=seed) as sampler:
         if kind == "self":
             todo = [i for i, t in enumerate(texts) if t is None]
-            prompts = [fill(cfg.critique.self_template, "critique.self_template",
-                             question=problems[rows[i].prompt_id]["question"],
-                             previous=rows[i].completion) for i in todo]
-            check_prompt_room(it.prev_policy, prompts, [_name(rows[i]) for i in todo],
+            prompts = [fmt.render(fill(cfg.critique.self_template, "critique.self_template",
+                                       question=problems[rows[i].prompt_id]["question"],
+                                       previous=rows[i].completion)) for i in todo]
+            inputs = fmt.for_sampler(prompts)
+            check_prompt_room(it.prev_policy, inputs, [_name(rows[i]) for i in todo],
                               new_tokens=s.max_new_tokens, what="the self-critique prompt")
             found, self_draws = critique_rounds(
-                sampler, prompts, retries=cfg.critique.critic.retries,
+                sampler, inputs, retries=cfg.critique.critic.retries,
                 max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_p=s.top_p,
                 seed=seed + CRITIC_SEED)
             _place(texts, critics, todo, found, "policy")
@@ -81,12 +87,15 @@ def run(cfg: PipelineConfig, layout: Layout,
                 texts[i] = indicative_gt(False, golds[i], wording)
                 critics[i] = "fallback"
         critiques = [t for t in texts if t is not None]
-        prompts = [fill(cfg.critique.refinement_template, "critique.refinement_template",
-                         question=problems[r.prompt_id]["question"], previous=r.completion,
-                         critique=c) for r, c in zip(rows, critiques, strict=True)]
-        lengths = check_prompt_room(it.prev_policy, prompts, [_name(r) for r in rows],
+        prompts = [fmt.render(fill(cfg.critique.refinement_template,
+                                   "critique.refinement_template",
+                                   question=problems[r.prompt_id]["question"],
+                                   previous=r.completion, critique=c))
+                   for r, c in zip(rows, critiques, strict=True)]
+        inputs = fmt.for_sampler(prompts)
+        lengths = check_prompt_room(it.prev_policy, inputs, [_name(r) for r in rows],
                                     new_tokens=s.max_new_tokens, what="the refinement prompt")
-        refined = sampler.generate(prompts, max_new_tokens=s.max_new_tokens,
+        refined = sampler.generate(inputs, max_new_tokens=s.max_new_tokens,
                                    temperature=s.temperature, top_p=s.top_p,
                                    seed=seed + REFINE_SEED)
     from cotflow.verify.scoring import grade_rewards

@@ -4,7 +4,8 @@ DVC removes a stage's outputs before it runs the stage's command, so a stage tha
 bad input has already lost its artifacts. Everything that can be checked without running a
 stage is therefore checked here, first: params.yaml (keys, types, values and every
 iteration's overrides: config.load_params), that a local data.source exists, that a local
-model.name_or_path holds a checkpoint (offline: that a Hub id is in the cache), and that
+model.name_or_path holds a checkpoint (offline: that a Hub id is in the cache) whose
+tokenizer has a chat template where data.chat_template asks for one, and that
 the extras the backends need are installed.
 
 The output, artifacts/validated.json, holds the same bytes whatever the params. Every
@@ -31,7 +32,7 @@ def validate(root: Path) -> PipelineConfig:
     from cotflow.data.errors import DataError
     from cotflow.data.sources import check_local
     from models.backends import check_backends
-    from models.policy import check_model_source
+    from models.policy import check_chat_template, check_model_source
 
     cfg = load_params(root / "params.yaml")
     try:
@@ -39,6 +40,7 @@ def validate(root: Path) -> PipelineConfig:
     except DataError as err:
         raise ConfigError(f"data.source: {err}") from None
     check_model_source(cfg.model.name_or_path, root)
+    check_chat_template(cfg.data, cfg.model.name_or_path, root)
     check_backends(cfg)  # the base stages', and any iteration's that overrides nothing
     for key, it in cfg.iterations.items():
         if it.overrides:  # may choose another backend

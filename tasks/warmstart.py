@@ -22,7 +22,6 @@ def run(cfg: PipelineConfig, layout: Layout) -> tuple[dict[str, Any], dict[str, 
     import torch
 
     from cotflow.data.targets import sft_targets
-    from models.drawing import format_prompt
     from models.policy import (
         build_tiny_policy,
         check_model_source,
@@ -30,7 +29,7 @@ def run(cfg: PipelineConfig, layout: Layout) -> tuple[dict[str, Any], dict[str, 
         load_policy,
         save_policy,
     )
-    from models.torch_trainer import sft_steps, text_example
+    from models.torch_trainer import sft_steps
 
     torch.set_num_threads(cfg.threads)
     train = rows_of(read_table(layout.train_set, "problems"))
@@ -42,8 +41,7 @@ def run(cfg: PipelineConfig, layout: Layout) -> tuple[dict[str, Any], dict[str, 
     context = context_length(model, cfg)
     w = cfg.warmstart
     targets = sft_targets(train, cfg.verify.format, dropout=w.thought_dropout, seed=cfg.seed)
-    examples = [text_example(tokenizer, format_prompt(cfg, p["question"]), target)
-                for p, target, _ in targets]
+    examples = question_examples(cfg, tokenizer, [(p["question"], t) for p, t, _ in targets])
     taught = refinement_examples(cfg, tokenizer, train, context)
     examples += taught
     sft: dict[str, Any] = {}
@@ -66,12 +64,24 @@ def run(cfg: PipelineConfig, layout: Layout) -> tuple[dict[str, Any], dict[str, 
     return stats, timing
 
 
+def question_examples(cfg: PipelineConfig, tokenizer: Any,
+                      pairs: list[tuple[str, str]]) -> list:
+    """SFT examples of (question, target): the prompt ids are those the samplers condition
+    on (models/prompts.py), so the warm start trains the prompts it will be sampled from."""
+    from models.prompts import PromptFormat
+    from models.torch_trainer import text_example
+
+    prompts = PromptFormat(cfg.data, tokenizer)
+    return [text_example(tokenizer, prompts.ids(q), target) for q, target in pairs]
+
+
 def refinement_examples(cfg: PipelineConfig, tokenizer: Any, train: list[dict],
                         context: int) -> list:
     """`warmstart.refinement_examples` examples that teach the policy to read a critique
     (Critique-GRPO's refinement prompt -> the right solution) and to write one (`self`),
     built from the built-in task's steps (cotflow/data/arithmetic_critic.py)."""
     from cotflow.data.arithmetic_critic import teaching_pairs
+    from models.prompts import PromptFormat
     from models.torch_trainer import text_example
 
     count = cfg.warmstart.refinement_examples
@@ -84,7 +94,10 @@ def refinement_examples(cfg: PipelineConfig, tokenizer: Any, train: list[dict],
     c = cfg.critique
     pairs = teaching_pairs(train, count, seed=cfg.seed, refinement_template=c.refinement_template,
                            self_template=c.self_template, wording=c.wording)
-    out = [text_example(tokenizer, prompt, target) for prompt, target in pairs]
+    # User messages, as the critique stage gives them to the policy (models/prompts.py).
+    fmt = PromptFormat(cfg.data, tokenizer)
+    ids = fmt.encode([fmt.render(prompt) for prompt, _ in pairs])
+    out = [text_example(tokenizer, p, target) for p, (_, target) in zip(ids, pairs, strict=True)]
     longest = max(out, key=lambda ex: len(ex.prompt_ids) + len(ex.completion_ids))
     if len(longest.prompt_ids) + len(longest.completion_ids) > context:
         raise ValueError(f"warmstart.refinement_examples: an example is "
@@ -95,6 +108,7 @@ def refinement_examples(cfg: PipelineConfig, tokenizer: Any, train: list[dict],
 
 def _checkpointer(cfg: PipelineConfig, layout: Layout):
     """Resume point of the warm start, keyed to everything its result reads."""
+    import models.prompts
     import models.torch_trainer
     from cotflow.algorithms import losses
     from cotflow.data import targets
@@ -103,6 +117,6 @@ def _checkpointer(cfg: PipelineConfig, layout: Layout):
     config = {k: getattr(cfg, k).model_dump() for k in ("data", "model", "warmstart", "critique")}
     config.update(seed=cfg.seed, threads=cfg.threads, format=cfg.verify.format)
     files = [layout.train_set, __file__, models.torch_trainer.__file__, losses.__file__,
-             targets.__file__]
+             targets.__file__, models.prompts.__file__]
     return Checkpointer.for_stage(layout.base, "warmstart", cfg.warmstart.checkpoint_every,
                                   fingerprint(config, files))

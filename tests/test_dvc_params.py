@@ -44,6 +44,10 @@ EVALUATE = {"evaluate@001", "evaluate@002"}
     ("data.n_train", {"data"}),
     ("model.hidden_size", {"warmstart"}),
     ("critique.wording", {"warmstart", "critique@001", "critique@002"}),
+    # Every stage that builds the policy's prompts (models/prompts.py).
+    ("data.chat_template", {"data", "warmstart", "baseline", *EVALUATE,
+                            *{f"{s}@{k}" for s in ("allocate", "sample", "critique")
+                              for k in ("001", "002")}}),
 ])
 def test_a_setting_makes_the_stages_that_read_it_stale(params_of, setting, stages):
     # validate reads all of params.yaml (and costs nothing): it reruns on any change.

@@ -23,7 +23,7 @@ def load_splits(cfg: PipelineConfig) -> tuple[list[dict], list[dict]]:
     limit = None
     if cfg.model.name_or_path == "tiny":
         limit = cfg.model.max_position_embeddings - cfg.sample.max_new_tokens - len(
-            d.prompt_template.format(question="")) - 1
+            d.user_message("")) - 1
     if d.source == "builtin":
         from cotflow.data.arithmetic import make_splits
 
