@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable
 
 from cotflow.verify.last_number import extract_last_number
-from cotflow.verify.think import ANSWER_CLOSE, ANSWER_OPEN, answer_of
+from cotflow.verify.think import ANSWER_OPEN, answer_of, answer_tag
 
 __all__ = [
     "FORMATS",
@@ -88,12 +88,7 @@ def extract_answer_tag(text: str) -> str | None:
     """The stripped content of the last ``<answer>…</answer>``, wherever it stands (TON's
     strict format is ``think``). None when the last opened tag is never closed: a truncated
     answer is not graded."""
-    start = text.rfind(ANSWER_OPEN)
-    if start == -1:
-        return None
-    start += len(ANSWER_OPEN)
-    end = text.find(ANSWER_CLOSE, start)
-    return None if end == -1 else text[start:end].strip()
+    return answer_tag(text, last=True)
 
 
 def _auto(text: str) -> str | None:

@@ -49,7 +49,13 @@ def format_ok(text: str) -> bool:
 def answer_of(text: str) -> str | None:
     """The stripped content of the first <answer>…</answer> (as the paper's `re.search`),
     or None when there is none or it is never closed (a truncated answer is not graded)."""
-    start = text.find(ANSWER_OPEN)
+    return answer_tag(text, last=False)
+
+
+def answer_tag(text: str, *, last: bool) -> str | None:
+    """The stripped content of the first (or `last`) opened <answer> up to the </answer>
+    after it; None when there is no such tag or it is never closed."""
+    start = text.rfind(ANSWER_OPEN) if last else text.find(ANSWER_OPEN)
     if start == -1:
         return None
     start += len(ANSWER_OPEN)
