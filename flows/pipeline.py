@@ -222,7 +222,18 @@ def run_pipeline(root: Path) -> dict[str, Any]:
 
                 open_store(cfg, root)
             prefect_ready()
-            return pipeline(str(root))
+            try:
+                return pipeline(str(root))
+            finally:
+                _send_queued_logs()
+
+
+def _send_queued_logs() -> None:
+    """Send the log records still queued for Prefect's API before its temporary server
+    stops: one sent after it ended as "Error logging to API" below the run's last line."""
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all(timeout=30)
 
 
 @contextmanager
