@@ -60,7 +60,6 @@ def reproduce_stage(root: str, stage: str) -> bool:
     logger = get_run_logger()
     log_path = stage_log(Path(root), stage)
     os.chdir(root)  # DVC resolves stage names against the working directory
-    _dvc_prints_once()
     # The stage's log reaches Prefect line by line while it runs, not after it ends.
     with LogTail(log_path, _forwarder(_to_api_only(logger).info, stage, log_path)) as tail:
         # In-process: the same code path as `dvc repro --single-item`, without a CLI start
@@ -160,6 +159,7 @@ def pipeline(root: str) -> dict[str, Any]:
 
     root_path = Path(root)
     apply_defaults(root_path)  # a deployment's run starts here, not in the CLI
+    _dvc_prints_once()  # process-wide: before the first stage's DVC call
     cfg = validate(root_path)  # a deployment's run: refused before its MLflow run starts
     if cfg.tracking.enabled:
         os.environ[FLOW_ENV] = "1"  # the stages DVC starts leave MLflow to this flow
