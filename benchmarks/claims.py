@@ -80,12 +80,14 @@ def arm_params(base: dict[str, Any], args: argparse.Namespace, arm: str, seed: i
     return params
 
 
-def per_problem(run: Path, folder: str) -> dict[str, float]:
-    """Sampled pass@1 of each held-out problem in `run`'s artifacts/`folder`."""
+def per_problem(run: Path, folder: str, level: int | None = None) -> dict[str, float]:
+    """Sampled pass@1 of each held-out problem in `run`'s artifacts/`folder` (of difficulty
+    `level` only, when given)."""
     import pyarrow.parquet as pq
 
     rows = pq.read_table(run / "artifacts" / folder / "evaluation.parquet").to_pylist()
-    return {r["id"]: r["sampled_correct"] / r["n_samples"] for r in rows}
+    return {r["id"]: r["sampled_correct"] / r["n_samples"] for r in rows
+            if level is None or r["difficulty"] == level}
 
 
 def last_folder(run: Path) -> str:
@@ -173,9 +175,7 @@ def estimate(claim: Claim, top: Path, seeds: list[int]) -> tuple[Estimate | None
             changes.append(100 * (rate[1] - rate[0]))
         return mean_se(changes), ", ".join(f"{c:+.2f}" for c in changes)
     if claim.kind == "difference":
-        per_seed = [paired_difference(per_problem(a, last_folder(a)),
-                                      per_problem(b, last_folder(b))) for a, b in runs.values()]
-        per_seed = [Estimate(100 * e.mean, 100 * e.se, e.n) for e in per_seed]
+        per_seed = seed_differences(top, seeds, claim)
         return pooled(per_seed), ", ".join(str(e) for e in per_seed)
     if claim.kind == "length":
         per_seed = [100 * (final_metrics(a)["mean_completion_tokens"]
@@ -191,6 +191,42 @@ def estimate(claim: Claim, top: Path, seeds: list[int]) -> tuple[Estimate | None
         # A seed that never reached the baseline's accuracy has no ratio to average.
         return None, detail
     return mean_se(finite), detail
+
+
+def seed_differences(top: Path, seeds: list[int], claim: Claim,
+                     level: int | None = None) -> list[Estimate]:
+    """Per seed, the arm's final sampled pass@1 minus its baseline's in points, paired on
+    the same held-out problems (of difficulty `level` only, when given)."""
+    out = []
+    for s in seeds:
+        a, b = top / f"seed-{s}" / claim.arm, top / f"seed-{s}" / claim.baseline
+        e = paired_difference(per_problem(a, last_folder(a), level),
+                              per_problem(b, last_folder(b), level))
+        out.append(Estimate(100 * e.mean, 100 * e.se, e.n))
+    return out
+
+
+def levels_of(run: Path) -> list[int]:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(run / "artifacts" / "base" / "evaluation.parquet", columns=["difficulty"])
+    return sorted(set(table["difficulty"].to_pylist()))
+
+
+def difference_levels(top: Path, seeds: list[int], arms: set[str]) -> list[str]:
+    """Each difference row of the table split by difficulty level: pooled paired difference
+    ± se (n problems per seed), so a gain that lives in the multi-step levels shows."""
+    lines = []
+    for c in CLAIMS:
+        if c.kind != "difference" or not {c.arm, c.baseline} <= arms:
+            continue
+        run = top / f"seed-{seeds[0]}" / c.arm
+        cells = []
+        for d in levels_of(run):
+            e = pooled(seed_differences(top, seeds, c, d))
+            cells.append(f"L{d} {e.mean:+.1f}±{e.se:.1f}")
+        lines.append(f"  {c.arm} − {c.baseline}, pass@1 pts by level: " + ", ".join(cells))
+    return lines
 
 
 def table(top: Path, seeds: list[int], arms: set[str]) -> list[str]:
@@ -325,6 +361,10 @@ def main() -> int:
     print("\n".join(curves_report(top, args.seeds, args.arms)))
     print()
     print("\n".join(table(top, args.seeds, set(args.arms))))
+    by_level = difference_levels(top, args.seeds, set(args.arms))
+    if by_level:
+        print("\nthe difference rows by held-out difficulty level (paired, pooled over seeds)")
+        print("\n".join(by_level))
     print_budgets(top, args.seeds, [a for a in args.arms if ARMS[a].preset.startswith("gvm")])
     think = [a for a in args.arms if () not in warm_start_groups([a])]
     if think:
