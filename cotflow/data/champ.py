@@ -73,11 +73,15 @@ def answer_of(raw_answer: str) -> tuple[str | None, str]:
     return None, "math the verifier cannot parse"
 
 
-@cache
 def champ_rows() -> tuple[tuple[dict, ...], tuple[tuple[str, int], ...]]:
     """(every problem with a gradable answer as a record, in the file's order; the number
-    skipped per reason). Cached: the file is 72 MB, mostly recorded model conversations."""
+    skipped per reason)."""
     import_for(SOURCE, "champ_dataset", "champ-dataset")
+    return _read()
+
+
+@cache  # the file is 72 MB, mostly recorded model conversations
+def _read() -> tuple[tuple[dict, ...], tuple[tuple[str, int], ...]]:
     path = resources.files("champ_dataset") / _FILE
     try:
         problems = json.loads(path.read_text(encoding="utf-8"))["problems"]
