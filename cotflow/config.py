@@ -70,8 +70,7 @@ class DataConfig(Section):
     @classmethod
     def _gym_task_named(cls, v: str) -> str:
         if v.startswith("reasoning-gym") and not GYM_SOURCE.fullmatch(v):
-            raise ValueError(f"{v!r}: expected reasoning-gym:<task>, e.g. "
-                             "reasoning-gym:chain_sum")
+            raise ValueError(f"{v!r}: expected reasoning-gym:<task>, e.g. reasoning-gym:chain_sum")
         return v
 
     @field_validator("prompt_template")

@@ -140,8 +140,7 @@ def run_eval(req: EvalRequest, root: Path) -> tuple[dict[str, Any], PipelineConf
     check_context(cfg, tokenizer, context, {req.split: problems})
     graded = draw_and_grade(cfg, req.model, problems)
     # A mapped subject column, or a source whose records have one (champ's categories).
-    subjects = ([p["subject"] for p in problems]
-                if all("subject" in p for p in problems) else None)
+    subjects = [p["subject"] for p in problems] if all("subject" in p for p in problems) else None
     metrics = (policy_metrics(cfg, problems, graded)
                | sampled_metrics(problems, graded, cfg.verify.format, subjects))
     e = cfg.evaluate

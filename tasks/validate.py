@@ -40,8 +40,9 @@ def validate(root: Path) -> PipelineConfig:
         check_source(cfg.data, root)
     except DataError as err:
         message = str(err)  # the package sources' messages name their key already
-        raise ConfigError(message if message.startswith("data.") else f"data.source: {message}"
-                          ) from None
+        raise ConfigError(
+            message if message.startswith("data.") else f"data.source: {message}"
+        ) from None
     check_model_source(cfg.model.name_or_path, root)
     check_chat_template(cfg.data, cfg.model.name_or_path, root)
     check_backends(cfg)  # the base stages', and any iteration's that overrides nothing

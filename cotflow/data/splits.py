@@ -24,9 +24,11 @@ CHAMP = "champ"
 
 
 def _champ_cannot_train() -> DataError:
-    return DataError("data.source champ: an evaluation set with a test split only, and the "
-                     "pipeline trains on data.source; choose another source and evaluate "
-                     "checkpoints on it with `cotflow eval MODEL --source champ`")
+    return DataError(
+        "data.source champ: an evaluation set with a test split only, and the "
+        "pipeline trains on data.source; choose another source and evaluate "
+        "checkpoints on it with `cotflow eval MODEL --source champ`"
+    )
 
 
 def check_source(d: DataConfig, root: Path = Path(".")) -> None:
