@@ -52,7 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("model", metavar="MODEL", type=Path, help="a save_pretrained folder, e.g. "
                     "artifacts/iter-003/policy")
     ev.add_argument("--source", default=None,
-                    help="builtin, a .jsonl/.json/.parquet file or a Hub id (data.source)")
+                    help="builtin, a .jsonl/.json/.parquet file, reasoning-gym:TASK, champ "
+                    "or a Hub id (data.source)")
     ev.add_argument("--split", default="test", help="test | train | a Hub split name")
     ev.add_argument("--n", type=int, default=None, help="the split's first N problems (all)")
     ev.add_argument("-k", type=int, default=None, help="samples per problem "

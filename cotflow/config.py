@@ -28,6 +28,7 @@ from cotflow.critique_config import CritiqueConfig
 from cotflow.scale_config import DeepSpeedConfig, ServingConfig, StoreConfig
 
 ITERATION_KEY = re.compile(r"^\d{3}$")
+GYM_SOURCE = re.compile(r"reasoning-gym:[A-Za-z0-9_]+")  # the task name is checked on load
 
 
 class ColumnsConfig(Section):
@@ -38,8 +39,21 @@ class ColumnsConfig(Section):
     difficulty: str | None
 
 
+class ReasoningGymConfig(Section):
+    """data.source reasoning-gym:<task> (cotflow/data/gym.py): one set of `size` entries
+    generated from `seed`, its first data.n_test distinct questions held out and the next
+    data.n_train for training."""
+
+    size: PosInt  # entries generated; the splits are drawn from them, duplicates skipped
+    seed: NonNegInt  # the data's own seed: the pipeline's `seed` leaves the problems be
+    difficulty: str | None  # entry metadata field giving the difficulty; None: see gym.py
+    config: dict[str, Any]  # the task's own settings (checked against the task on load)
+
+
 class DataConfig(Section):
-    source: str  # "builtin", a local .jsonl/.json/.parquet path, or a Hub dataset id
+    # "builtin", a local .jsonl/.json/.parquet path, "reasoning-gym:<task>", "champ" (a test
+    # split only), or a Hub dataset id
+    source: str
     n_train: PosInt
     n_test: PosInt
     difficulties: list[Annotated[int, Field(ge=1, le=5)]] = Field(min_length=1)  # arithmetic.py
@@ -50,6 +64,14 @@ class DataConfig(Section):
     prompt_template: str  # the user message: models/prompts.py
     chat_template: bool  # wrap it in the tokenizer's chat template (instruct models)
     system_prompt: str | None  # the chat's system turn; needs chat_template
+    reasoning_gym: ReasoningGymConfig  # source reasoning-gym:<task> only
+
+    @field_validator("source")
+    @classmethod
+    def _gym_task_named(cls, v: str) -> str:
+        if v.startswith("reasoning-gym") and not GYM_SOURCE.fullmatch(v):
+            raise ValueError(f"{v!r}: expected reasoning-gym:<task>, e.g. reasoning-gym:chain_sum")
+        return v
 
     @field_validator("prompt_template")
     @classmethod

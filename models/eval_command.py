@@ -139,7 +139,8 @@ def run_eval(req: EvalRequest, root: Path) -> tuple[dict[str, Any], PipelineConf
     tokenizer, context = tokenizer_and_context(cfg)
     check_context(cfg, tokenizer, context, {req.split: problems})
     graded = draw_and_grade(cfg, req.model, problems)
-    subjects = [p["subject"] for p in problems] if columns.subject else None
+    # A mapped subject column, or a source whose records have one (champ's categories).
+    subjects = [p["subject"] for p in problems] if all("subject" in p for p in problems) else None
     metrics = (policy_metrics(cfg, problems, graded)
                | sampled_metrics(problems, graded, cfg.verify.format, subjects))
     e = cfg.evaluate

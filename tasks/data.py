@@ -4,6 +4,8 @@ written, and the base folder's empty rollout files.
 Outputs: artifacts/base/{train,test}.parquet and the empty {samples,verdicts,flags}.parquet
 (layout.base_rollout_files). The warm start (tasks/warmstart.py) and its evaluation
 (tasks/baseline.py) are stages of their own, so that a setting of theirs leaves the splits be.
+A reasoning-gym source's stats also say how often its task's scorer agrees with the verifier
+(cotflow/data/gym_scorer.py).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import logging
 from typing import Any
 
 from cotflow.config import PipelineConfig
+from cotflow.data.gym import is_gym
 from cotflow.data.splits import load_splits
 from cotflow.layout import Layout
 from cotflow.records import write_table
@@ -33,4 +36,9 @@ def run(cfg: PipelineConfig, layout: Layout) -> tuple[dict[str, Any], dict[str, 
     write_table(layout.test_set, "problems", test)
     for kind, path in layout.base_rollout_files.items():
         write_table(path, kind, [])
-    return {"train_problems": len(train), "test_problems": len(test)}, {}
+    stats = {"train_problems": len(train), "test_problems": len(test)}
+    if is_gym(cfg.data.source):  # where the task's own scorer would reward otherwise
+        from cotflow.data.gym_scorer import agreement_stats
+
+        stats |= agreement_stats(cfg.data.source, cfg.data.reasoning_gym, test)
+    return stats, {}

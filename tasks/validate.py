@@ -3,7 +3,8 @@
 DVC removes a stage's outputs before it runs the stage's command, so a stage that refuses
 bad input has already lost its artifacts. Everything that can be checked without running a
 stage is therefore checked here, first: params.yaml (keys, types, values and every
-iteration's overrides: config.load_params), that a local data.source exists, that a local
+iteration's overrides: config.load_params), that a local data.source exists (a package
+source: that its package is installed, and a reasoning-gym task's settings), that a local
 model.name_or_path holds a checkpoint (offline: that a Hub id is in the cache) whose
 tokenizer has a chat template where data.chat_template asks for one, and that
 the extras the backends need are installed.
@@ -30,15 +31,18 @@ def validate(root: Path) -> PipelineConfig:
     """The workspace's params.yaml, validated with what it names; raise an error (a
     ValueError) whose message names the key at fault."""
     from cotflow.data.errors import DataError
-    from cotflow.data.sources import check_local
+    from cotflow.data.splits import check_source
     from models.backends import check_backends
     from models.policy import check_chat_template, check_model_source
 
     cfg = load_params(root / "params.yaml")
     try:
-        check_local(cfg.data.source, root)
+        check_source(cfg.data, root)
     except DataError as err:
-        raise ConfigError(f"data.source: {err}") from None
+        message = str(err)  # the package sources' messages name their key already
+        raise ConfigError(
+            message if message.startswith("data.") else f"data.source: {message}"
+        ) from None
     check_model_source(cfg.model.name_or_path, root)
     check_chat_template(cfg.data, cfg.model.name_or_path, root)
     check_backends(cfg)  # the base stages', and any iteration's that overrides nothing

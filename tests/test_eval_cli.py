@@ -1,8 +1,10 @@
 """`cotflow eval`: avg@k and maj@k on hand numbers, and the command end to end on a tiny
-warm start (builtin and a local jsonl with subjects), its JSON, its MLflow run, its errors."""
+warm start (builtin, a local jsonl with subjects, the package sources), its JSON, its MLflow
+run, its errors."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -201,6 +203,28 @@ def test_eval_of_a_local_jsonl_anywhere_groups_by_subject(ws: Path, tmp_path: Pa
             assert 0.0 <= m[f"{name}_difficulty_{level}"] <= 1.0
     assert "inconsistency_rate" not in m  # the builtin task's steps only
     assert "Sums" in r.stdout and "level 1" in r.stdout
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("champ_dataset") is None
+    or importlib.util.find_spec("reasoning_gym") is None,
+    reason="needs the data extra: pip install -e '.[data]'",
+)
+def test_eval_on_package_sources(ws: Path):
+    """champ groups by its categories and says what it skipped; a reasoning-gym task's
+    held-out split comes from data.reasoning_gym (the micro params: chain_sum's defaults)."""
+    args = ["eval", "artifacts/base/policy", "-k", "2", "--max-new-tokens", "8"]
+    r = _cotflow(ws, *args, "--source", "champ", "--n", "2", "--out", "champ.json")
+    assert r.returncode == 0, r.stderr
+    assert "champ: 185 of 270 problems kept; skipped 85" in r.stderr
+    s, m = (read_json(ws / "champ.json")[k] for k in ("settings", "metrics"))
+    assert (s["source"], s["n"]) == ("champ", 2)
+    assert 0.0 <= m["accuracy_subject_Combinatorics"] <= 1.0
+    assert "Combinatorics" in r.stdout
+    r = _cotflow(ws, *args, "--source", "reasoning-gym:chain_sum", "--n", "3", "--out", "g.json")
+    assert r.returncode == 0, r.stderr
+    s = read_json(ws / "g.json")["settings"]
+    assert (s["source"], s["n"]) == ("reasoning-gym:chain_sum", 3)
 
 
 @pytest.mark.parametrize(("args", "message"), [

@@ -3,17 +3,49 @@ of them for `cotflow eval`.
 
 The built-in task is generated (held-out problems first, so they do not move with
 `n_train`); a local file holds both splits, its first `data.n_test` rows held out and the
-next `data.n_train` for training; a Hub dataset has its own named splits.
+next `data.n_train` for training; so does a reasoning-gym task's generated set
+(cotflow/data/gym.py); a Hub dataset has its own named splits; champ is a test split alone
+(cotflow/data/champ.py), for `cotflow eval`.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cotflow.data.sources import ColumnMap, is_local_file, load_rows, validate_rows
+from cotflow.data.errors import DataError
+from cotflow.data.gym import is_gym
+from cotflow.data.sources import ColumnMap, check_local, is_local_file, load_rows, validate_rows
 
 if TYPE_CHECKING:
-    from cotflow.config import PipelineConfig
+    from cotflow.config import DataConfig, PipelineConfig
+
+CHAMP = "champ"
+
+
+def _champ_cannot_train() -> DataError:
+    return DataError(
+        "data.source champ: an evaluation set with a test split only, and the "
+        "pipeline trains on data.source; choose another source and evaluate "
+        "checkpoints on it with `cotflow eval MODEL --source champ`"
+    )
+
+
+def check_source(d: DataConfig, root: Path = Path(".")) -> None:
+    """What can be known of `data.source` before the data stage runs, as a DataError: a
+    local file is there; a package source's package is installed (and a reasoning-gym task
+    and its settings exist); champ, which has no train split, is refused."""
+    from cotflow.data.packages import check_installed
+
+    check_local(d.source, root)
+    if is_gym(d.source):
+        from cotflow.data.gym import check_gym
+
+        check_installed(d.source, "reasoning_gym", "reasoning-gym")
+        check_gym(d.source, d.reasoning_gym)
+    elif d.source == CHAMP:
+        check_installed(d.source, "champ_dataset", "champ-dataset")
+        raise _champ_cannot_train()
 
 
 def load_splits(cfg: PipelineConfig) -> tuple[list[dict], list[dict]]:
@@ -29,6 +61,13 @@ def load_splits(cfg: PipelineConfig) -> tuple[list[dict], list[dict]]:
 
         train, test = make_splits(d.n_train, d.n_test, cfg.seed, d.difficulties)
         validate_rows(train + test, "builtin", max_question_chars=limit)
+    elif is_gym(d.source):
+        from cotflow.data.gym import gym_splits
+
+        test, train = gym_splits(d.source, d.reasoning_gym, d.n_test, d.n_train)
+        validate_rows(test + train, d.source, max_question_chars=limit)
+    elif d.source == CHAMP:
+        raise _champ_cannot_train()
     else:
         cols = ColumnMap(**d.columns.model_dump())
         if is_local_file(d.source):
@@ -60,8 +99,21 @@ def load_split(cfg: PipelineConfig, split: str, n: int | None = None,
     `data.columns` (e.g. to map a subject column too)."""
     d = cfg.data
     local = is_local_file(d.source)
-    if split not in ("train", "test") and (d.source == "builtin" or local):
+    if split not in ("train", "test") and (d.source == "builtin" or local or is_gym(d.source)):
         raise ValueError(f"split {split!r}: {d.source} has the splits train and test")
+    if d.source == CHAMP:
+        from cotflow.data.champ import load_champ
+
+        return load_champ(split, n)
+    if is_gym(d.source):
+        from cotflow.data.gym import gym_splits
+
+        # The held-out problems lead: the train split's are those after all of them.
+        size = d.n_test if split == "test" else d.n_train
+        take = size if n is None else min(n, size)
+        if split == "test":
+            return gym_splits(d.source, d.reasoning_gym, take, 0)[0]
+        return gym_splits(d.source, d.reasoning_gym, d.n_test, take)[1]
     if d.source == "builtin":
         from cotflow.data.arithmetic import make_splits
 

@@ -36,6 +36,7 @@ __all__ = [
     "answer_key",
     "grade_answer",
     "grade_extracted",
+    "reads_as_value",
     "triage",
     "warm_up",
 ]
@@ -215,6 +216,14 @@ def _parse_gold(gold: str) -> tuple[Any, ...]:
         return tuple(_parse(gold))
     except Exception:
         return ()
+
+
+def reads_as_value(gold: str) -> bool:
+    """Whether a gold answer is a value the verifier compares by meaning: a number or simple
+    fraction, or LaTeX math-verify parses. Trusted text only (no time limit): a dataset's
+    answers, never a completion. Prose passes math-verify as a product of letters, so a
+    caller that meets prose must tell it apart first (cotflow/data/champ.py does)."""
+    return _exact_value(gold) is not None or bool(_parse_gold(gold))
 
 
 def grade_extracted(gold: str, pred: str) -> Grade:
