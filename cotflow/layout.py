@@ -1,7 +1,9 @@
 """Artifact layout: the only place that builds artifact paths.
 
     artifacts/validated.json  the validate stage's mark (constant; every stage depends on it)
-    artifacts/base/      train.parquet test.parquet samples.parquet verdicts.parquet
+    artifacts/base/      model/ (model: source.json naming model.name_or_path, and for a
+                         GGUF source the checkpoint converted from it),
+                         train.parquet test.parquet samples.parquet verdicts.parquet
                          flags.parquet (data; the last three empty: iterations may read
                          their prev folder's), policy/ (warmstart), metrics.json curve.json
                          evaluation.parquet (baseline), stats/<stage>.json
@@ -22,10 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 STAGES = ("allocate", "sample", "verify", "critique", "judge", "train", "evaluate")
-# The stages that fill artifacts/base, in order: the data splits, the warm start (SFT) and its
-# held-out evaluation. Apart, so that each reruns only when what it reads changes (an
-# evaluation setting does not redo the warm start).
-BASE_STAGES = ("data", "warmstart", "baseline")
+# The stages that fill artifacts/base, in order: the starting model (a GGUF file converted
+# once), the data splits, the warm start (SFT) and its held-out evaluation. Apart, so that
+# each reruns only when what it reads changes (an evaluation setting does not redo the warm
+# start, a data setting does not convert the model again).
+BASE_STAGES = ("model", "data", "warmstart", "baseline")
 
 
 @dataclass(frozen=True)
@@ -182,6 +185,17 @@ class Layout:
     @property
     def base(self) -> Path:
         return self.artifacts / "base"
+
+    @property
+    def base_model(self) -> Path:
+        """The model stage's output: the checkpoint converted from a GGUF source (models/
+        gguf.py), which the later stages load instead of the file; just its note otherwise."""
+        return self.base / "model"
+
+    @property
+    def base_model_source(self) -> Path:
+        """What the model stage was given (model.name_or_path; a GGUF file's hash)."""
+        return self.base_model / "source.json"
 
     @property
     def train_set(self) -> Path:

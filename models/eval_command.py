@@ -136,7 +136,7 @@ def run_eval(req: EvalRequest, root: Path) -> tuple[dict[str, Any], PipelineConf
     problems = load_split(data_cfg, req.split, req.n, columns)  # the params' seed: builtin
     if not problems:
         raise ValueError(f"{cfg.data.source}: the {req.split} split has no problems")
-    tokenizer, context = tokenizer_and_context(cfg)
+    tokenizer, context = tokenizer_and_context(cfg, cfg.model.name_or_path)
     check_context(cfg, tokenizer, context, {req.split: problems})
     graded = draw_and_grade(cfg, req.model, problems)
     # A mapped subject column, or a source whose records have one (champ's categories).

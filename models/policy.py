@@ -47,53 +47,6 @@ def looks_local(src: str, root: Path = Path(".")) -> bool:
     return src.startswith((".", "/")) or (Path(root) / src).exists() or src.count("/") > 1
 
 
-def check_model_source(src: str, root: Path = Path(".")) -> None:
-    """Refuse model.name_or_path as typed in params.yaml where it cannot load, without
-    loading anything: a local path with no checkpoint, or a Hub id that is not in the local
-    cache while the Hub is offline (cotflow/env.py turns that on unless told otherwise)."""
-    if src == "tiny":
-        return
-    if looks_local(src, root):
-        if not (Path(root) / src / "config.json").is_file():
-            raise PolicyError(f"model.name_or_path {src!r}: no saved checkpoint there (no "
-                              "config.json); give the folder of a save_pretrained model")
-        return
-    from huggingface_hub import constants, try_to_load_from_cache
-
-    if not constants.HF_HUB_OFFLINE:
-        return  # downloaded when the data and warmstart stages load it
-    try:
-        cached = try_to_load_from_cache(src, "config.json")
-    except ValueError as err:  # HFValidationError: neither a path nor a Hub id
-        raise PolicyError(f"model.name_or_path {src!r}: not a local path or Hub id "
-                          f"({err})") from None
-    if not isinstance(cached, str):
-        raise PolicyError(f"model.name_or_path {src!r}: not in the local Hugging Face cache "
-                          f"({constants.HF_HUB_CACHE}) and HF_HUB_OFFLINE is on; download it "
-                          "there first or give a local path")
-
-
-def check_chat_template(data: Any, name_or_path: str, root: Path = Path(".")) -> None:
-    """Refuse data.chat_template for a tokenizer that has no chat template (models/prompts.py
-    renders the chat). Validate runs it after check_model_source: the checkpoint is there."""
-    if not data.chat_template:
-        return
-    from transformers import AutoTokenizer
-
-    from cotflow.config_types import ConfigError
-
-    src = str(Path(root) / name_or_path) if looks_local(name_or_path, root) else name_or_path
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(src)
-    except OSError as err:
-        raise ConfigError(f"data.chat_template: cannot load the tokenizer of "
-                          f"model.name_or_path {name_or_path!r}: {err}") from None
-    if not getattr(tokenizer, "chat_template", None):
-        raise ConfigError(f"data.chat_template: the tokenizer of model.name_or_path "
-                          f"{name_or_path!r} has no chat template; set data.chat_template: "
-                          "false and write the whole prompt into data.prompt_template")
-
-
 def load_policy(name_or_path: str | Path, *, for_training: bool = False) -> tuple[Any, Any]:
     """Load (model, tokenizer) with the Auto classes from a folder or a Hub id."""
     import torch
@@ -107,18 +60,17 @@ def load_policy(name_or_path: str | Path, *, for_training: bool = False) -> tupl
     return model, tokenizer
 
 
-def tokenizer_and_context(cfg: Any) -> tuple[Any, int]:
-    """The tokenizer and context length of `cfg.model` without its weights (what checking
-    prompts against the context needs): as `build_tiny_policy` or `load_policy` and then
+def tokenizer_and_context(cfg: Any, src: str) -> tuple[Any, int]:
+    """The tokenizer and context length of model `src` ("tiny", a folder or a Hub id; a
+    stage's is models/source.py `source_model`) without its weights (what checking prompts
+    against the context needs): as `build_tiny_policy` or `load_policy` and then
     `context_length` would give them."""
-    src = cfg.model.name_or_path
     if src == "tiny":
         from models.tokenizer import build_char_tokenizer
 
         return build_char_tokenizer(), cfg.model.max_position_embeddings
     from transformers import AutoConfig
 
-    check_model_source(src)  # a typed path: its own message
     with _load_errors(_loadable(src)):
         tokenizer = _tokenizer(src)
         config = AutoConfig.from_pretrained(src)
@@ -159,9 +111,14 @@ def save_policy(model: Any, tokenizer: Any, path: Path) -> Path:
     from cotflow.records import atomic_path
 
     with atomic_path(path, is_dir=True) as tmp:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
+        write_checkpoint(model, tokenizer, tmp)
     return path
+
+
+def write_checkpoint(model: Any, tokenizer: Any, folder: Path) -> None:
+    """save_pretrained the model and its tokenizer into `folder` (not atomic: save_policy)."""
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
 
 
 def context_length(model: Any, cfg: Any) -> int:

@@ -111,9 +111,9 @@ def stage_config(name: str, iteration: str | None, params: Path
     if name in BASE_STAGES:
         if iteration is not None:
             raise ValueError(f"{name} takes no --iteration")
-        # Every iteration's overrides too in `data`: it starts every pipeline, so a bad
-        # override in the last iteration is refused before the warm start rather than hours
-        # later. The base stages after it run with params.yaml's own settings.
+        # Every iteration's overrides too in the first (`model`): it starts every pipeline,
+        # so a bad override in the last iteration is refused before the warm start rather
+        # than hours later. The base stages after it run with params.yaml's own settings.
         cfg = load_params(params) if name == BASE_STAGES[0] else read_params(params)
         return cfg, cfg, None
     if iteration is None:

@@ -1,6 +1,8 @@
 """data: the train and held-out splits, checked against the model's context before either is
 written, and the base folder's empty rollout files.
 
+Input: the model stage's artifacts/base/model/ (a GGUF source's converted tokenizer).
+
 Outputs: artifacts/base/{train,test}.parquet and the empty {samples,verdicts,flags}.parquet
 (layout.base_rollout_files). The warm start (tasks/warmstart.py) and its evaluation
 (tasks/baseline.py) are stages of their own, so that a setting of theirs leaves the splits be.
@@ -25,12 +27,13 @@ log = logging.getLogger(__name__)
 
 def run(cfg: PipelineConfig, layout: Layout) -> tuple[dict[str, Any], dict[str, Any]]:
     from models.policy import tokenizer_and_context
+    from models.source import source_model
 
     train, test = load_splits(cfg)
     # Here, not in the warm start: the splits are what is checked, and a prompt too long for
     # the model must stop the pipeline before anything is written. The tokenizer and the
     # context length come without the weights (a Hub model's load is the warm start's cost).
-    tokenizer, context = tokenizer_and_context(cfg)
+    tokenizer, context = tokenizer_and_context(cfg, source_model(cfg, layout))
     check_context(cfg, tokenizer, context, {"held-out": test, "train": train})
     write_table(layout.train_set, "problems", train)
     write_table(layout.test_set, "problems", test)

@@ -5,7 +5,8 @@ bad input has already lost its artifacts. Everything that can be checked without
 stage is therefore checked here, first: params.yaml (keys, types, values and every
 iteration's overrides: config.load_params), that a local data.source exists (a package
 source: that its package is installed, and a reasoning-gym task's settings), that a local
-model.name_or_path holds a checkpoint (offline: that a Hub id is in the cache) whose
+model.name_or_path holds a checkpoint (offline: that a Hub id is in the cache; for a GGUF
+source, that the file or the package shipping it and the gguf extra are there) whose
 tokenizer has a chat template where data.chat_template asks for one, and that
 the extras the backends need are installed.
 
@@ -33,7 +34,7 @@ def validate(root: Path) -> PipelineConfig:
     from cotflow.data.errors import DataError
     from cotflow.data.splits import check_source
     from models.backends import check_backends
-    from models.policy import check_chat_template, check_model_source
+    from models.source import check_chat_template, check_model_source
 
     cfg = load_params(root / "params.yaml")
     try:

@@ -2,7 +2,8 @@
 solutions in the verifier's format (verify.format), with TON's thought dropout there
 (cotflow/data/targets.py) and Critique-GRPO's refinement examples where asked.
 
-Input: artifacts/base/train.parquet. Output: artifacts/base/policy/. Resumes from its last
+Input: artifacts/base/train.parquet and the model stage's artifacts/base/model/ (what a
+GGUF source was converted into). Output: artifacts/base/policy/. Resumes from its last
 checkpoint (`_checkpointer`) when killed mid-way.
 """
 
@@ -24,20 +25,20 @@ def run(cfg: PipelineConfig, layout: Layout) -> tuple[dict[str, Any], dict[str, 
     from cotflow.data.targets import sft_targets
     from models.policy import (
         build_tiny_policy,
-        check_model_source,
         context_length,
         load_policy,
         save_policy,
     )
+    from models.source import source_model
     from models.torch_trainer import sft_steps
 
     torch.set_num_threads(cfg.threads)
     train = rows_of(read_table(layout.train_set, "problems"))
-    if cfg.model.name_or_path == "tiny":
+    src = source_model(cfg, layout)  # a GGUF source: the model stage's checkpoint
+    if src == "tiny":
         model, tokenizer = build_tiny_policy(cfg.model, cfg.seed)
     else:
-        check_model_source(cfg.model.name_or_path)  # a typed path: its own message
-        model, tokenizer = load_policy(cfg.model.name_or_path, for_training=True)
+        model, tokenizer = load_policy(src, for_training=True)
     context = context_length(model, cfg)
     w = cfg.warmstart
     targets = sft_targets(train, cfg.verify.format, dropout=w.thought_dropout, seed=cfg.seed)
