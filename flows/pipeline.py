@@ -28,9 +28,9 @@ from tasks.validate import validate
 
 
 def stage_order(cfg: PipelineConfig) -> list[str]:
-    """DVC stage names in execution order: validate, the base stages (data, warmstart,
-    baseline), then each iteration's seven stages. Each is reproduced alone (single_item),
-    so validate must come first here too."""
+    """DVC stage names in execution order: validate, the base stages (model, data,
+    warmstart, baseline), then each iteration's seven stages. Each is reproduced alone
+    (single_item), so validate must come first here too."""
     return ["validate", *BASE_STAGES] + [
         f"{s}@{k}" for k in cfg.iteration_keys() for s in STAGES]
 

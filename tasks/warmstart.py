@@ -33,8 +33,8 @@ def run(cfg: PipelineConfig, layout: Layout) -> tuple[dict[str, Any], dict[str, 
     from models.torch_trainer import sft_steps
 
     torch.set_num_threads(cfg.threads)
-    train = rows_of(read_table(layout.train_set, "problems"))
     src = source_model(cfg, layout)  # a GGUF source: the model stage's checkpoint
+    train = rows_of(read_table(layout.train_set, "problems"))
     if src == "tiny":
         model, tokenizer = build_tiny_policy(cfg.model, cfg.seed)
     else:

