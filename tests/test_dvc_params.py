@@ -12,7 +12,7 @@ from tests.conftest import micro_params
 
 
 @pytest.fixture(scope="module")
-def stages(tmp_path_factory) -> list:
+def dvc_stages(tmp_path_factory) -> list:
     """DVC's stages of dvc.yaml on a fresh workspace (read in, not run)."""
     from dvc.repo import Repo
 
@@ -22,13 +22,13 @@ def stages(tmp_path_factory) -> list:
 
 
 @pytest.fixture(scope="module")
-def params_of(stages) -> dict[str, list[str]]:
+def params_of(dvc_stages) -> dict[str, list[str]]:
     """DVC stage -> the params.yaml keys it depends on ([]: the whole file)."""
     from dvc.dependency.param import ParamsDependency
 
     return {stage.addressing.rsplit(":", 1)[-1]: [
         key for dep in stage.deps if isinstance(dep, ParamsDependency)
-        for key in (dep.params or [""])] for stage in stages}
+        for key in (dep.params or [""])] for stage in dvc_stages}
 
 
 def stale_by(params_of: dict[str, list[str]], setting: str) -> set[str]:
@@ -69,14 +69,14 @@ def test_base_stages_are_in_dvc_yaml(params_of):
     assert set(BASE_STAGES) <= set(params_of) and "prepare" not in params_of
 
 
-def test_the_stages_that_load_the_model_depend_on_the_model_stage(stages):
+def test_the_stages_that_load_the_model_depend_on_the_model_stage(dvc_stages):
     """What the model stage writes (a GGUF source's checkpoint) is a dep of each stage that
     loads it (models/source.py source_model), so DVC runs it first and reruns them after."""
     from pathlib import Path
 
     from cotflow.layout import Layout
 
-    by_name = {stage.addressing.rsplit(":", 1)[-1]: stage for stage in stages}
+    by_name = {stage.addressing.rsplit(":", 1)[-1]: stage for stage in dvc_stages}
     rel = Layout(Path(".")).base_model.as_posix()
     outs = [out.def_path for out in by_name["model"].outs]
     assert outs == [rel, "artifacts/base/stats/model.json"]
