@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from cotflow.layout import Layout
-from models.gguf import check_gguf, gguf_file, is_gguf, load_gguf_tokenizer
+from models.gguf import check_gguf, describe, gguf_file, is_gguf, load_gguf_tokenizer
 from models.policy import PolicyError, looks_local
 
 
@@ -61,8 +61,14 @@ def check_chat_template(data: Any, name_or_path: str, root: Path = Path(".")) ->
     from cotflow.config_types import ConfigError
 
     src = str(Path(root) / name_or_path) if looks_local(name_or_path, root) else name_or_path
-    # A GGUF source's own file: validate runs before the model stage converts it.
-    gguf = gguf_file(name_or_path, root) if is_gguf(name_or_path) else None
+    gguf = None
+    if is_gguf(name_or_path):
+        # The model stage's conversion of this very file where there is one (a tokenizer
+        # from a GGUF file takes seconds more), else the file: validate runs before it.
+        gguf = gguf_file(name_or_path, root)
+        layout = Layout(root)
+        if _converted_from(layout, name_or_path, gguf):
+            src, gguf = str(layout.base_model), None
     try:
         tokenizer = load_gguf_tokenizer(gguf) if gguf else AutoTokenizer.from_pretrained(src)
     except (OSError, ValueError) as err:  # ValueError: a GGUF transformers cannot read
@@ -98,6 +104,15 @@ def source_model(cfg: Any, layout: Layout) -> str:
             f"from it{held}; run the model stage first (dvc repro model)"
         )
     return str(folder)
+
+
+def _converted_from(layout: Layout, src: str, path: Path) -> bool:
+    """Whether the model stage's checkpoint is that of GGUF file `path` as it is now (its
+    name, size, SHA-256 and package version), not merely of the same name."""
+    note = read_source(layout)
+    if note.get("name_or_path") != src or not (layout.base_model / "config.json").is_file():
+        return False
+    return note.get("gguf") == describe(src, path)
 
 
 def read_source(layout: Layout) -> dict[str, Any]:

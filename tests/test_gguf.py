@@ -88,6 +88,29 @@ def test_the_checkpoint_gives_the_gguf_models_logits(converted):
     torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-5)
 
 
+@pytest.mark.slow
+@needs_smollm2
+def test_validate_reads_the_chat_template_of_this_very_file(converted):
+    from cotflow.config_types import ConfigError
+    from tasks.validate import validate
+
+    root, _ = converted
+    layout = Layout(root)
+    template = layout.base_model / "chat_template.jinja"
+    saved, note = template.read_text(), read_json(layout.base_model_source)
+    template.unlink()
+    try:
+        # The conversion of this file is what validate reads (faster): here it lost its template.
+        with pytest.raises(ConfigError, match="has no chat template"):
+            validate(root)
+        # A conversion of other bytes under the same name is not read: the file itself is.
+        write_json(layout.base_model_source, {**note, "gguf": {**note["gguf"], "sha256": "0"}})
+        validate(root)
+    finally:
+        template.write_text(saved)
+        write_json(layout.base_model_source, note)
+
+
 def test_the_model_stage_of_any_other_source_writes_only_its_note(tmp_path):
     root = _workspace(tmp_path, "tiny")
     stats = run_stage("model", None, root, root / "params.yaml")
