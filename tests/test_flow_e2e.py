@@ -74,7 +74,7 @@ def test_cotflow_run_resumes_what_dvc_left_with_identical_results(
     flow_runs = _api(prefect_server, "/flow_runs/filter", {})
     assert any(r["state_type"] == "COMPLETED" for r in flow_runs)
     tasks = _api(prefect_server, "/task_runs/filter", {})
-    assert {t["name"] for t in tasks} >= {"data", "warmstart", "baseline", "train@002",
+    assert {t["name"] for t in tasks} >= {"model", "data", "warmstart", "baseline", "train@002",
                                           "evaluate@002", "log evaluate@002"}
     # train@002's log reached its task run (forwarded as written: cotflow/log_tail.py),
     # every line once, its progress lines among them.

@@ -9,7 +9,7 @@ import pytest
 from safetensors.torch import load_file
 
 from cotflow.config import load_params
-from cotflow.layout import Layout
+from cotflow.layout import BASE_STAGES, Layout
 from cotflow.records import read_json, read_table, rows_of, write_table
 from cotflow.workspace import make_workspace
 from tasks.common import iteration_layout, run_base, run_stage
@@ -46,7 +46,8 @@ def test_base_stages_write_splits_policy_and_metrics(ws):
             "accuracy_difficulty_1"} <= set(metrics)
     assert read_json(lay.base_curve) == [{"iteration": 0, "accuracy": metrics["accuracy"]}]
     assert read_json(lay.base / "stats" / "baseline.json") == {"accuracy": metrics["accuracy"]}
-    for stage in ("data", "warmstart", "baseline"):
+    assert read_json(lay.base_model_source) == {"name_or_path": "tiny"}  # the model stage's
+    for stage in BASE_STAGES:
         assert (ws / "logs" / "base" / f"{stage}.log").is_file()
         assert "seconds" in read_json(lay.base / "timing" / f"{stage}.json")
 
