@@ -29,6 +29,9 @@ BAD = {
                           "data.source: data/my_problems.jsonl: file not found"),
     "missing-model-path": ("model.name_or_path", "./no-such-model",
                            "model.name_or_path './no-such-model': no saved checkpoint there"),
+    # Refused before the model stage would remove its conversion of the previous source.
+    "missing-gguf-file": ("model.name_or_path", "models/no-such.gguf",
+                          "model.name_or_path 'models/no-such.gguf': no such GGUF file"),
 }
 COMMANDS = ("dvc repro", "dvc exp run", "cotflow run")
 
