@@ -4,7 +4,7 @@ the spread of per-prompt solve rates p that GVM's budgets and DAPO's filter act 
     python benchmarks/task_difficulty.py [--base DIR] [--params params.yaml]
         [--per-level 200] [--n 16] [--workspace DIR]
 
-`--base` is the artifacts/base folder of the base stages (data, warmstart, baseline: the
+`--base` is the artifacts/base folder of the base stages (model, data, warmstart, baseline: the
 splits and the warm start) made with `--params`; without it, they run first in a scratch
 workspace. Per level, on the first `--per-level` training prompts of that level: greedy
 accuracy (final answer, as the evaluate stage grades it), sampled solve rate over `--n`

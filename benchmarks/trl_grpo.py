@@ -5,7 +5,7 @@
         [--eval-size 400] [--warmstart-steps N] [--base-from DIR] [--workspace DIR]
         [--sweep [--sweep-prompts 64] [--sweep-eval-size 400] [--sweep-knobs KNOB ...]]
 
-Both sides start from the same warm-start policy (cotflow's base stages: data, warmstart,
+Both sides start from the same warm-start policy (cotflow's base stages: model, data, warmstart,
 baseline; run once or copied from --base-from), train on the same built-in task with groups
 of G = 8 and the same sample budget per iteration (prompts × 8), and are scored by the same
 function, models/evaluation.py `evaluate_policy` (greedy held-out accuracy on the same test
