@@ -87,7 +87,9 @@ class DataConfig(Section):
 
 
 class ModelConfig(Section):
-    name_or_path: str  # "tiny" builds the from-scratch model; else a Hub id or local path
+    # "tiny" builds the from-scratch model; else a Hub id, a local checkpoint folder, or a GGUF
+    # file (a .gguf path, or "smollm2": models/gguf.py) that the model stage converts
+    name_or_path: str
     hidden_size: PosInt
     intermediate_size: PosInt
     num_layers: PosInt
