@@ -19,6 +19,17 @@ MICRO = ROOT / "tests" / "data" / "params.micro.yaml"
 
 apply_defaults(ROOT)
 
+# The files that take minutes, longest first. Under `--dist loadfile` the workers take files
+# in collection order, so one of these collected last would run alone after the rest. The
+# second is one that does not wait for the first's `finished_micro`.
+LONG_FILES = ("test_pipeline_e2e.py", "test_smollm2_e2e.py", "test_methods_e2e.py",
+              "test_flow_e2e.py", "test_gguf.py", "test_deploy_e2e.py", "test_bad_input_e2e.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONG_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(LONG_FILES)))  # stable otherwise
+
 
 def micro_params(**section_updates: dict) -> dict:
     raw = yaml.safe_load(MICRO.read_text())
