@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from cotflow.config import DataConfig
+from cotflow.data_config import DataConfig
 
 
 class PromptFormat:

@@ -26,7 +26,7 @@ from cotflow.data.errors import DataError, row_error
 from cotflow.data.packages import import_for
 
 if TYPE_CHECKING:
-    from cotflow.config import ReasoningGymConfig
+    from cotflow.data_config import ReasoningGymConfig
 
 PREFIX = "reasoning-gym:"
 _SETTINGS = "data.reasoning_gym"

@@ -23,7 +23,7 @@ from cotflow.data.errors import DataError
 from cotflow.data.gym import make_dataset, task_of
 
 if TYPE_CHECKING:
-    from cotflow.config import ReasoningGymConfig
+    from cotflow.data_config import ReasoningGymConfig
 
 
 @dataclass(frozen=True)
