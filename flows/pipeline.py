@@ -24,6 +24,7 @@ from cotflow.log_tail import LogTail
 from cotflow.records import read_json
 from cotflow.stage_errors import stage_failure, trace_header
 from cotflow.stage_server import stage_server
+from flows.dvc_lock import read_lock_safely
 from tasks.validate import validate
 
 
@@ -160,6 +161,7 @@ def pipeline(root: str) -> dict[str, Any]:
     root_path = Path(root)
     apply_defaults(root_path)  # a deployment's run starts here, not in the CLI
     _dvc_prints_once()  # process-wide: before the first stage's DVC call
+    read_lock_safely()
     cfg = validate(root_path)  # a deployment's run: refused before its MLflow run starts
     if cfg.tracking.enabled:
         os.environ[FLOW_ENV] = "1"  # the stages DVC starts leave MLflow to this flow

@@ -26,6 +26,12 @@ class HFSampler:
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.model.to(self.device)
         self.batch_size = batch_size
+        # On CPU a static KV cache writes each step in place where the default one
+        # concatenates (half of the sampling time for the tiny model, measured): the same
+        # tokens, 1.4x faster. Not compiled, and left to the default on GPUs, where a static
+        # cache would make transformers compile the model.
+        static = self.device.type == "cpu" and getattr(self.model, "_can_compile_fullgraph", False)
+        self._cache = {"cache_implementation": "static", "disable_compile": True} if static else {}
         self._tokens = 0
         self._seconds = 0.0
 
@@ -55,6 +61,7 @@ class HFSampler:
             t0 = time.perf_counter()
             kwargs = {"do_sample": False} if greedy else {
                 "do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0}
+            kwargs |= self._cache
             gen = self.model.generate(
                 **enc, max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id,
                 eos_token_id=tok.eos_token_id, **kwargs,

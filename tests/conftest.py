@@ -23,7 +23,7 @@ apply_defaults(ROOT)
 # in collection order, so one of these collected last would run alone after the rest. The
 # second is one that does not wait for the first's `finished_micro`.
 LONG_FILES = ("test_pipeline_e2e.py", "test_smollm2_e2e.py", "test_methods_e2e.py",
-              "test_flow_e2e.py", "test_gguf.py", "test_deploy_e2e.py", "test_bad_input_e2e.py")
+              "test_flow_e2e.py", "test_deploy_e2e.py", "test_bad_input_e2e.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
