@@ -51,29 +51,22 @@ def test_the_lock_comes_out_byte_for_byte_as_through_the_round_trip_loader(tmp_p
         with path.open("w", encoding="utf-8") as f:
             _yaml._dump(_lock(), f)
     expected = _update(a, original)
-    try:
-        read_lock_safely()
-        patched = _yaml.parse_yaml_for_update
-        read_lock_safely()  # idempotent: one wrapper, not two
-        assert _yaml.parse_yaml_for_update is patched is not original
-        assert _update(b, _yaml.parse_yaml_for_update) == expected
-    finally:
-        _yaml.parse_yaml_for_update = original
+    read_lock_safely()  # undone after each test by _restore
+    patched = _yaml.parse_yaml_for_update
+    read_lock_safely()  # idempotent: one wrapper, not two
+    assert _yaml.parse_yaml_for_update is patched is not original
+    assert _update(b, _yaml.parse_yaml_for_update) == expected
     assert "3e-06" in expected and "evaluate@001" in expected
 
 
 def test_other_yaml_files_keep_their_comments(tmp_path):
-    from dvc.utils.serialize import _yaml, modify_yaml
+    from dvc.utils.serialize import modify_yaml
 
-    original = _yaml.parse_yaml_for_update
     path = tmp_path / "dvc.yaml"
     path.write_text("stages:\n  data:  # the splits\n    cmd: python x.py\n")
-    try:
-        read_lock_safely()
-        with modify_yaml(path) as data:
-            data["stages"]["data"]["cmd"] = "python y.py"
-    finally:
-        _yaml.parse_yaml_for_update = original
+    read_lock_safely()
+    with modify_yaml(path) as data:
+        data["stages"]["data"]["cmd"] = "python y.py"
     assert path.read_text() == "stages:\n  data:  # the splits\n    cmd: python y.py\n"
 
 
